@@ -1,0 +1,79 @@
+# nstrack build and test. Every target works as root on a fresh Debian 12 machine and is idempotent.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+ARCH   := x86
+BPF_OUT := nstrack/_bpf
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
+# Debian packages the build, the runtime and the tests need.
+DEB_PKGS := clang llvm libbpf1 libbpf-dev bpftool util-linux iproute2 python3-venv
+LISTEN ?= 127.0.0.1:9864
+
+.PHONY: help setup deps bpf venv run test test-unit test-host vmtest bench clean doctor
+
+help:
+	@echo "make run    - set up, then run the main job on this host (needs root)"
+	@echo "make test   - set up, then the whole test suite: unit, privileged on this host, kernel matrix"
+	@echo "make setup  - Debian packages, .venv with nstrack installed editable, BPF objects"
+	@echo "make bench  - benchmarks, JSON results under build/bench/"
+	@echo "make vmtest - only the kernel matrix (QEMU)"
+
+setup: deps venv bpf
+
+# Installs only what is missing; apt-get update only when something is.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  [ "$$(id -u)" = 0 ] || { echo "error: installing packages needs root (missing: $$missing)" >&2; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+bpf: $(BPF_OBJ)
+
+$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/vmlinux.h $(wildcard bpf/*.h) | deps
+	@mkdir -p $(BPF_OUT)
+	clang -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf -c $< -o $@.tmp
+	llvm-strip -g $@.tmp
+	@mv $@.tmp $@
+
+# The main job: the exporter on localhost once it exists; until then the live event stream.
+run: setup
+	$(VENV)/bin/nstrack watch
+
+doctor: setup
+	$(VENV)/bin/nstrack doctor
+
+test-unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test-host: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider --junitxml=build/junit-host.xml
+
+vmtest: setup
+	$(PYTHON) tests/vm/vmtest.py
+
+test: setup
+	@mkdir -p build
+	$(PY) -m pytest tests -q -p no:cacheprovider --junitxml=build/junit-host.xml
+	@if [ -f tests/vm/vmtest.py ]; then $(PYTHON) tests/vm/vmtest.py; fi
+
+bench: setup
+	@mkdir -p build/bench
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf build $(BPF_OUT) $(VENV) *.egg-info

@@ -1,0 +1,102 @@
+"""The ``nstrack`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .model.mode import MODES
+from .model.nstypes import TYPE_NAMES
+
+EXIT_OK, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep its message format
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _type_arg(value: str) -> str:
+    from .model.nstypes import UnknownNamespaceType, ns_type
+
+    try:
+        return ns_type(value).name
+    except UnknownNamespaceType as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="nstrack",
+        description="Live tracker of every Linux namespace on this host, fed by eBPF. "
+        "Run `nstrack doctor` first: it says what this kernel allows and which tracking mode runs.",
+    )
+    p.add_argument("--version", action="version", version=f"nstrack {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser(
+        "doctor",
+        help="probe the kernel, choose the tracking mode, say what it cannot see",
+        description="Load, attach and trigger a tiny BPF program per kernel feature (btf, fentry, kprobe, "
+        "tp_btf, tracepoint, iter, ringbuf, bpf_loop), look up the namespace hook functions in BTF and "
+        "kallsyms, and choose the tracking mode (fentry > kprobe > tracepoint > procfs). Exit status: 0 when a "
+        "BPF mode works, 1 when only procfs polling is left, 2 on usage errors. Mounts tracefs, bpffs and "
+        "securityfs where missing, and says so.",
+    )
+    d.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    d.add_argument("--mode", choices=MODES, help="check that this mode can run here instead of choosing")
+
+    w = sub.add_parser(
+        "watch",
+        help="print namespace create/destroy events as they happen",
+        description="Stream namespace lifecycle events. One line per event; --json prints one object per "
+        "line. Ctrl-C exits.",
+    )
+    w.add_argument("--json", action="store_true", help="one JSON object per line")
+    w.add_argument("-t", "--type", dest="types", action="append", type=_type_arg, metavar="TYPE",
+                   help=f"only these types (repeatable): {', '.join(TYPE_NAMES)}")
+    w.add_argument("--mode", choices=MODES, help="force a tracking mode (default: best available)")
+    w.add_argument("--rescan", type=float, default=None, metavar="SECONDS",
+                   help="rescan interval that bounds free latency in tracepoint/procfs mode (default 2)")
+    w.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    return p
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .kernel.probe import investigate
+    from .views.doctor import render
+
+    try:
+        findings = investigate(requested_mode=args.mode)
+    except ValueError as exc:
+        print(f"nstrack doctor: {exc}", file=sys.stderr)
+        return EXIT_DEGRADED
+    if args.json:
+        print(json.dumps(findings.to_json(), indent=2))
+    else:
+        print(render(findings))
+    return EXIT_OK if findings.decision.mode != "procfs" else EXIT_DEGRADED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.cmd == "doctor":
+        return cmd_doctor(args)
+    if args.cmd == "watch":
+        from .views.watch import cmd_watch
+
+        return cmd_watch(args)
+    parser.error(f"unknown command {args.cmd}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Where each namespace type is created and freed, per kernel family.
+
+On 6.18 and newer every type goes through the generic ``__ns_tree_add_raw`` / ``__ns_tree_remove``.
+Before that, each type has its own create and free functions; which exist (and are not inlined)
+differs per build, so the table lists candidates and the running kernel's BTF and kallsyms decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GENERIC_CREATE = "__ns_tree_add_raw"
+GENERIC_DESTROY = "__ns_tree_remove"
+
+# type -> (create candidates, destroy candidates), best first
+PER_TYPE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "net": (("copy_net_ns",), ("__put_net",)),
+    "uts": (("copy_utsname",), ("free_uts_ns",)),
+    "ipc": (("copy_ipcs",), ("free_ipc_ns", "free_ipc")),
+    "mnt": (("copy_mnt_ns",), ("free_mnt_ns",)),
+    "pid": (("copy_pid_ns", "create_pid_namespace"), ("delayed_free_pidns", "free_pid_ns")),
+    "user": (("create_user_ns",), ("free_user_ns", "__put_user_ns")),
+    "cgroup": (("copy_cgroup_ns",), ("free_cgroup_ns",)),
+    "time": (("copy_time_ns",), ("free_time_ns",)),
+}
+
+ALL_FUNCTIONS: tuple[str, ...] = tuple(
+    sorted({GENERIC_CREATE, GENERIC_DESTROY} | {f for c, d in PER_TYPE.values() for f in c + d})
+)
+
+
+@dataclass(frozen=True)
+class TypeHooks:
+    create: str | None
+    destroy: str | None
+
+    @property
+    def complete(self) -> bool:
+        return self.create is not None and self.destroy is not None
+
+
+def resolve(present: set[str] | frozenset[str]) -> dict[str, TypeHooks]:
+    """Hooks per type given the set of functions that exist (in BTF for fentry, kallsyms for kprobe)."""
+    if GENERIC_CREATE in present and GENERIC_DESTROY in present:
+        return {t: TypeHooks(GENERIC_CREATE, GENERIC_DESTROY) for t in PER_TYPE}
+    out: dict[str, TypeHooks] = {}
+    for t, (creates, destroys) in PER_TYPE.items():
+        c = next((f for f in creates if f in present), None)
+        d = next((f for f in destroys if f in present), None)
+        out[t] = TypeHooks(c, d)
+    return out
+
+
+def hooked_types(present: set[str] | frozenset[str]) -> frozenset[str]:
+    return frozenset(t for t, h in resolve(present).items() if h.complete)

@@ -1,0 +1,1 @@
+"""Views over the replica and the probe findings: CLI text, JSON, HTTP, metrics."""

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from nstrack.kernel import hooks
+from nstrack.model.nstypes import TYPE_NAMES, UnknownNamespaceType, format_name, ns_type, parse_name
+
+
+def test_names_round_trip() -> None:
+    for t in TYPE_NAMES:
+        assert parse_name(format_name(t, 4026531840 + len(t))) == (t, 4026531840 + len(t))
+
+
+@pytest.mark.parametrize("bad", ["net:4026531840", "net:[]", "net[1]", "", "net:[12]x", "net:[-1]"])
+def test_malformed_names(bad: str) -> None:
+    with pytest.raises(ValueError, match="malformed namespace name"):
+        parse_name(bad)
+
+
+def test_unknown_type_lists_valid_ones() -> None:
+    with pytest.raises(UnknownNamespaceType, match="valid types: net, mnt, uts, ipc, pid, user, cgroup, time"):
+        ns_type("nett")
+    assert ns_type("ns").name == "mnt"
+
+
+def test_hook_table_prefers_generic_hooks() -> None:
+    everything = set(hooks.ALL_FUNCTIONS)
+    r = hooks.resolve(everything)
+    assert all(h.create == "__ns_tree_add_raw" and h.destroy == "__ns_tree_remove" for h in r.values())
+    older = everything - {"__ns_tree_add_raw"}
+    r = hooks.resolve(older)
+    assert r["net"].create == "copy_net_ns" and r["net"].destroy == "__put_net"
+    assert hooks.hooked_types({"copy_net_ns"}) == frozenset()
+    assert hooks.hooked_types({"copy_net_ns", "__put_net", "copy_utsname"}) == {"net"}
