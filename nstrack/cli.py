@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--mode", choices=MODES, help="force a tracking mode (default: best available)")
     w.add_argument("--rescan", type=float, default=None, metavar="SECONDS",
                    help="rescan interval that bounds free latency in tracepoint/procfs mode (default 2)")
-    w.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    w.add_argument("--seconds", dest="count", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
     return p
 
 

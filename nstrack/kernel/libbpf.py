@@ -67,7 +67,7 @@ class BPFError(OSError):
         elif self.messages:
             useful = [m for m in self.messages if m.strip()][-4:]
             if useful:
-                text += "\nlibbpf: " + "\nlibbpf: ".join(useful)
+                text += "\n" + "\n".join(useful)
         return text
 
 
@@ -111,14 +111,24 @@ _capture = threading.local()
 _print_cb: Any = None
 
 
+# libbpf prints a whole verifier log as one message, and a va_list can be formatted only once from
+# ctypes (no va_copy), so one large buffer is kept for all messages.
+_PRINT_BUF = ctypes.create_string_buffer(8 << 20)
+_print_lock = threading.Lock()
+
+
 def _on_print(level: int, fmt: bytes, args: int) -> int:
-    buf = ctypes.create_string_buffer(4096)
-    _libc.vsnprintf(buf, len(buf), fmt, args)
+    with _print_lock:
+        _libc.vsnprintf(_PRINT_BUF, len(_PRINT_BUF), fmt, args)
+        return _deliver(_PRINT_BUF.value)
+
+
+def _deliver(raw: bytes) -> int:
     msgs: list[str] | None = getattr(_capture, "messages", None)
     if msgs is not None:
-        msgs.append(buf.value.decode(errors="replace").rstrip("\n"))
+        msgs.append(raw.decode(errors="replace").rstrip("\n"))
     elif os.environ.get("NSTRACK_LIBBPF_DEBUG"):
-        os.write(2, b"libbpf: " + buf.value)
+        os.write(2, raw)
     return 0
 
 

@@ -301,9 +301,14 @@ class Kernel:
         }
 
     @classmethod
-    def load(cls, root: Path) -> Kernel:
-        data = json.loads((root / "kernel.json").read_text())
-        return cls(data["series"], data["release"], data["version"], list(data["packages"]), root, data["image"])
+    def load(cls, root: Path) -> Kernel | None:
+        """The kernel cached in root, or None if there is none or its record is unreadable."""
+        try:
+            data = json.loads((root / "kernel.json").read_text())
+            kernel = cls(data["series"], data["release"], data["version"], list(data["packages"]), root, data["image"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return kernel if kernel.vmlinuz.is_file() else None
 
 
 def resolve(apt: PrivateApt, spec: KernelSpec, names: list[str]) -> tuple[str, list[str]]:
@@ -332,9 +337,8 @@ def resolve(apt: PrivateApt, spec: KernelSpec, names: list[str]) -> tuple[str, l
 
 def cached_kernels(series: str) -> list[Kernel]:
     base = CACHE_DIR / "kernels" / series
-    found = [Kernel.load(p) for p in sorted(base.glob("*")) if (p / "kernel.json").is_file()]
     newest: list[Kernel] = []
-    for kernel in found:
+    for kernel in filter(None, (Kernel.load(p) for p in sorted(base.glob("*")))):
         if not newest or version_gt(kernel.version, newest[0].version):
             newest = [kernel]
     return newest
@@ -375,9 +379,10 @@ def fetch(apt: PrivateApt | None, spec: KernelSpec, names: list[str] | None) -> 
     version, packages = resolve(apt, spec, names)
     tag = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{packages[0]}_{version}")
     root = CACHE_DIR / "kernels" / spec.series / tag
-    if (root / "kernel.json").is_file():
+    cached = Kernel.load(root)
+    if cached:
         log(f"{spec.series}: {', '.join(packages)} {version} (cached)")
-        return Kernel.load(root)
+        return cached
     sizes = [int(apt.field(name, version, "Size")) for name in packages]
     check_space(CACHE_DIR, sum(sizes) * (1 + UNPACK_FACTOR) + SPACE_MARGIN, f"kernel {spec.series}")
     with Timer() as t:
@@ -400,7 +405,7 @@ def fetch(apt: PrivateApt | None, spec: KernelSpec, names: list[str] | None) -> 
         for deb in debs:
             deb.unlink()
     log(f"{spec.series}: unpacked {release} in {t.seconds:.1f}s")
-    return Kernel.load(root)
+    return dataclasses.replace(kernel, root=root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -581,7 +586,13 @@ def build_initramfs(kernel: Kernel, command: str, dest: Path, root_cache: str, m
     cpio.file("init", init.encode(), 0o755)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(cpio.finish())
-    return [n.removesuffix(".ko") for n in names] + [f"{n}(builtin)" for n in built]
+    # A module neither shipped nor listed in modules.builtin (7.x ships no such list) is either built
+    # in or really missing; in the latter case the 9p mount fails and the console log says so.
+    return (
+        [n.removesuffix(".ko") for n in names]
+        + [f"{n}(builtin)" for n in built]
+        + [f"{n}(not shipped)" for n in absent]
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,596 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * nstrack: namespace create/free events and the in-kernel namespace scan.
+ *
+ * Program sets (Python turns autoload on for exactly one set, chosen by `nstrack doctor`'s probing):
+ *   fentry mode:     tree_add/tree_remove (6.18+ generic) or the per-type create_* / destroy_* programs
+ *   kprobe mode:     the kp_* programs on the same functions
+ *   tracepoint mode: tp_fork, tp_unshare_enter/exit (creations); frees come from rescans (scan_tasks)
+ * scan_tasks (iter/task) is loaded in every mode: it writes one task_record per task to the iterator's
+ * output and, on its first call, walks every namespace list (6.18+) into scan_rb.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "nstrack.h"
+
+#define CLONE_NEWTIME   0x00000080
+#define CLONE_NEWNS     0x00020000
+#define CLONE_NEWCGROUP 0x02000000
+#define CLONE_NEWUTS    0x04000000
+#define CLONE_NEWIPC    0x08000000
+#define CLONE_NEWUSER   0x10000000
+#define CLONE_NEWPID    0x20000000
+#define CLONE_NEWNET    0x40000000
+#define CLONE_NEW_ANY   (CLONE_NEWTIME | CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | \
+			 CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
+
+#define MAX_ERRNO 4095
+#define IS_ERR_OR_NULL(p) (!(p) || (unsigned long)(p) >= (unsigned long)-MAX_ERRNO)
+
+/* Upper bound of namespaces walked per type by one scan (set before load). */
+const volatile __u32 walk_max = 1 << 20;
+
+__u64 lost_events = 0;   /* events the `events` ring buffer had no room for */
+__u64 lost_scan = 0;     /* scan records `scan_rb` had no room for: that scan is incomplete */
+__u64 scan_walked = 0;   /* namespaces the last walk visited (0 when the kernel has no lists) */
+__u32 scan_has_lists = 0; /* 1 when this kernel has the 6.18+ namespace lists */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23);
+} scan_rb SEC(".maps");
+
+/* Namespaces of a task as it entered unshare(2), keyed by pid_tgid. */
+struct ns_inums {
+	__u32 inum[NSTRACK_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ns_inums);
+} unshare_old SEC(".maps");
+
+/* First argument of a create function at kprobe entry, for its kretprobe. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} kp_args SEC(".maps");
+
+/* Layout flavours of older kernels (CO-RE picks whichever matches). */
+struct ns_common___v511 {       /* 5.11 .. 6.17: one refcount in ns_common */
+	refcount_t count;
+} __attribute__((preserve_access_index));
+
+struct uts_namespace___v510 {   /* 5.10: refcount in the namespace itself */
+	struct kref kref;
+} __attribute__((preserve_access_index));
+
+/* ---------------------------------------------------------------------------------------------- */
+
+static __always_inline __u64 ns_id_of(struct ns_common *ns)
+{
+	if (bpf_core_field_exists(ns->ns_id))
+		return BPF_CORE_READ(ns, ns_id);
+	return 0;
+}
+
+static __always_inline __u32 refcount_of(struct ns_common *ns)
+{
+	struct ns_common___v511 *old = (void *)ns;
+
+	if (bpf_core_field_exists(ns->__ns_ref))
+		return BPF_CORE_READ(ns, __ns_ref.refs.counter);
+	if (bpf_core_field_exists(old->count))
+		return BPF_CORE_READ(old, count.refs.counter);
+	return 0;
+}
+
+#define CONTAINER(ptr, type) ((type *)((void *)(ptr) - bpf_core_field_offset(type, ns)))
+
+static __always_inline struct user_namespace *owner_of(struct ns_common *ns, __u32 type, __u32 *parent)
+{
+	*parent = 0;
+	switch (type) {
+	case CLONE_NEWNET:
+		return BPF_CORE_READ(CONTAINER(ns, struct net), user_ns);
+	case CLONE_NEWUTS:
+		return BPF_CORE_READ(CONTAINER(ns, struct uts_namespace), user_ns);
+	case CLONE_NEWIPC:
+		return BPF_CORE_READ(CONTAINER(ns, struct ipc_namespace), user_ns);
+	case CLONE_NEWNS:
+		return BPF_CORE_READ(CONTAINER(ns, struct mnt_namespace), user_ns);
+	case CLONE_NEWCGROUP:
+		return BPF_CORE_READ(CONTAINER(ns, struct cgroup_namespace), user_ns);
+	case CLONE_NEWTIME:
+		return BPF_CORE_READ(CONTAINER(ns, struct time_namespace), user_ns);
+	case CLONE_NEWPID: {
+		struct pid_namespace *p = CONTAINER(ns, struct pid_namespace);
+		struct pid_namespace *pp = BPF_CORE_READ(p, parent);
+
+		if (pp)
+			*parent = BPF_CORE_READ(pp, ns.inum);
+		return BPF_CORE_READ(p, user_ns);
+	}
+	case CLONE_NEWUSER:
+		return BPF_CORE_READ(CONTAINER(ns, struct user_namespace), parent);
+	}
+	return NULL;
+}
+
+static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, __u32 source)
+{
+	struct user_namespace *owner;
+	struct ns_event *e;
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!ns)
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&lost_events, 1);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->ns_id = ns_id_of(ns);
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->kind = kind;
+	e->ns_type = type;
+	e->inum = BPF_CORE_READ(ns, inum);
+	owner = owner_of(ns, type, &e->parent_inum);
+	e->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+	e->pid = (__u32)id;
+	e->tgid = id >> 32;
+	e->source = source;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* 6.18+: ns_common carries its own type. */
+static __always_inline __u32 type_of(struct ns_common *ns)
+{
+	if (bpf_core_field_exists(ns->ns_type))
+		return BPF_CORE_READ(ns, ns_type);
+	return 0;
+}
+
+/* ------------------------------------ fentry mode, 6.18+ ------------------------------------- */
+
+SEC("fentry/__ns_tree_add_raw")
+int BPF_PROG(tree_add, struct ns_common *ns)
+{
+	emit(ns, type_of(ns), NSTRACK_EV_CREATED, NSTRACK_SRC_TREE_ADD);
+	return 0;
+}
+
+SEC("fentry/__ns_tree_remove")
+int BPF_PROG(tree_remove, struct ns_common *ns)
+{
+	emit(ns, type_of(ns), NSTRACK_EV_DESTROYED, NSTRACK_SRC_TREE_REMOVE);
+	return 0;
+}
+
+/* --------------------------- fentry mode, per-type functions (< 6.18) ------------------------ */
+
+#define FEXIT_COPY(fn, TYPE, T)                                                              \
+SEC("fexit/" #fn)                                                                            \
+int BPF_PROG(create_##fn, unsigned long flags, void *a1, void *a2, T *ret)                   \
+{                                                                                            \
+	if ((flags & TYPE) && !IS_ERR_OR_NULL(ret))                                          \
+		emit(&ret->ns, TYPE, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);                   \
+	return 0;                                                                            \
+}
+
+FEXIT_COPY(copy_net_ns, CLONE_NEWNET, struct net)
+FEXIT_COPY(copy_utsname, CLONE_NEWUTS, struct uts_namespace)
+FEXIT_COPY(copy_ipcs, CLONE_NEWIPC, struct ipc_namespace)
+FEXIT_COPY(copy_pid_ns, CLONE_NEWPID, struct pid_namespace)
+FEXIT_COPY(copy_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
+FEXIT_COPY(copy_time_ns, CLONE_NEWTIME, struct time_namespace)
+
+SEC("fexit/copy_mnt_ns")
+int BPF_PROG(create_copy_mnt_ns, unsigned long flags, void *ns, void *user_ns, void *new_fs,
+	     struct mnt_namespace *ret)
+{
+	if ((flags & CLONE_NEWNS) && !IS_ERR_OR_NULL(ret))
+		emit(&ret->ns, CLONE_NEWNS, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);
+	return 0;
+}
+
+SEC("fexit/create_user_ns")
+int BPF_PROG(create_create_user_ns, struct cred *new, int ret)
+{
+	if (ret == 0) {
+		struct user_namespace *u = BPF_CORE_READ(new, user_ns);
+
+		if (u)
+			emit(&u->ns, CLONE_NEWUSER, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);
+	}
+	return 0;
+}
+
+#define FENTRY_FREE(fn, TYPE, T)                                                             \
+SEC("fentry/" #fn)                                                                           \
+int BPF_PROG(destroy_##fn, T *ns)                                                             \
+{                                                                                            \
+	if (ns)                                                                              \
+		emit(&ns->ns, TYPE, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);                  \
+	return 0;                                                                            \
+}
+
+FENTRY_FREE(__put_net, CLONE_NEWNET, struct net)
+FENTRY_FREE(free_uts_ns, CLONE_NEWUTS, struct uts_namespace) /* 5.10 passes &ns->kref: at offset 0 */
+FENTRY_FREE(free_ipc_ns, CLONE_NEWIPC, struct ipc_namespace)
+FENTRY_FREE(free_mnt_ns, CLONE_NEWNS, struct mnt_namespace)
+FENTRY_FREE(destroy_pid_namespace, CLONE_NEWPID, struct pid_namespace)
+FENTRY_FREE(__put_user_ns, CLONE_NEWUSER, struct user_namespace)
+FENTRY_FREE(free_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
+FENTRY_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace)
+
+SEC("fentry/delayed_free_pidns")
+int BPF_PROG(destroy_delayed_free_pidns, struct callback_head *p)
+{
+	struct pid_namespace *ns = (void *)p - bpf_core_field_offset(struct pid_namespace, rcu);
+
+	emit(&ns->ns, CLONE_NEWPID, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);
+	return 0;
+}
+
+SEC("fentry/free_user_ns")
+int BPF_PROG(destroy_free_user_ns, struct work_struct *work)
+{
+	struct user_namespace *ns = (void *)work - bpf_core_field_offset(struct user_namespace, work);
+
+	emit(&ns->ns, CLONE_NEWUSER, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);
+	return 0;
+}
+
+/* ------------------------------------------ kprobe mode ------------------------------------------ */
+
+SEC("kprobe/__ns_tree_add_raw")
+int BPF_KPROBE(kp_tree_add, struct ns_common *ns)
+{
+	emit(ns, type_of(ns), NSTRACK_EV_CREATED, NSTRACK_SRC_TREE_ADD);
+	return 0;
+}
+
+SEC("kprobe/__ns_tree_remove")
+int BPF_KPROBE(kp_tree_remove, struct ns_common *ns)
+{
+	emit(ns, type_of(ns), NSTRACK_EV_DESTROYED, NSTRACK_SRC_TREE_REMOVE);
+	return 0;
+}
+
+/* Attached by Python to every per-type create function: remembers the first argument. */
+SEC("kprobe")
+int BPF_KPROBE(kp_create_entry, unsigned long arg1)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	bpf_map_update_elem(&kp_args, &id, &arg1, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int kp_arg1(__u64 *arg1)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *v = bpf_map_lookup_elem(&kp_args, &id);
+
+	if (!v)
+		return -1;
+	*arg1 = *v;
+	bpf_map_delete_elem(&kp_args, &id);
+	return 0;
+}
+
+#define KRET_COPY(fn, TYPE, T)                                                               \
+SEC("kretprobe/" #fn)                                                                        \
+int BPF_KRETPROBE(kp_create_##fn, T *ret)                                                    \
+{                                                                                            \
+	__u64 flags;                                                                         \
+	if (kp_arg1(&flags) == 0 && (flags & TYPE) && !IS_ERR_OR_NULL(ret))                  \
+		emit(&ret->ns, TYPE, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);                   \
+	return 0;                                                                            \
+}
+
+KRET_COPY(copy_net_ns, CLONE_NEWNET, struct net)
+KRET_COPY(copy_utsname, CLONE_NEWUTS, struct uts_namespace)
+KRET_COPY(copy_ipcs, CLONE_NEWIPC, struct ipc_namespace)
+KRET_COPY(copy_pid_ns, CLONE_NEWPID, struct pid_namespace)
+KRET_COPY(copy_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
+KRET_COPY(copy_time_ns, CLONE_NEWTIME, struct time_namespace)
+KRET_COPY(copy_mnt_ns, CLONE_NEWNS, struct mnt_namespace)
+
+SEC("kretprobe/create_user_ns")
+int BPF_KRETPROBE(kp_create_create_user_ns, int ret)
+{
+	__u64 cred;
+
+	if (kp_arg1(&cred) == 0 && ret == 0) {
+		struct user_namespace *u = BPF_CORE_READ((struct cred *)cred, user_ns);
+
+		if (u)
+			emit(&u->ns, CLONE_NEWUSER, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);
+	}
+	return 0;
+}
+
+#define KP_FREE(fn, TYPE, T)                                                                 \
+SEC("kprobe/" #fn)                                                                           \
+int BPF_KPROBE(kp_destroy_##fn, T *ns)                                                       \
+{                                                                                            \
+	if (ns)                                                                              \
+		emit(&ns->ns, TYPE, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);                  \
+	return 0;                                                                            \
+}
+
+KP_FREE(__put_net, CLONE_NEWNET, struct net)
+KP_FREE(free_uts_ns, CLONE_NEWUTS, struct uts_namespace)
+KP_FREE(free_ipc_ns, CLONE_NEWIPC, struct ipc_namespace)
+KP_FREE(free_mnt_ns, CLONE_NEWNS, struct mnt_namespace)
+KP_FREE(destroy_pid_namespace, CLONE_NEWPID, struct pid_namespace)
+KP_FREE(__put_user_ns, CLONE_NEWUSER, struct user_namespace)
+KP_FREE(free_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
+KP_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace)
+
+SEC("kprobe/delayed_free_pidns")
+int BPF_KPROBE(kp_destroy_delayed_free_pidns, struct callback_head *p)
+{
+	struct pid_namespace *ns = (void *)p - bpf_core_field_offset(struct pid_namespace, rcu);
+
+	emit(&ns->ns, CLONE_NEWPID, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);
+	return 0;
+}
+
+SEC("kprobe/free_user_ns")
+int BPF_KPROBE(kp_destroy_free_user_ns, struct work_struct *work)
+{
+	struct user_namespace *ns = (void *)work - bpf_core_field_offset(struct user_namespace, work);
+
+	emit(&ns->ns, CLONE_NEWUSER, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);
+	return 0;
+}
+
+/* ---------------------------------------- tracepoint mode ---------------------------------------- */
+
+static __always_inline void task_inums(struct task_struct *t, __u32 *inum)
+{
+	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
+	struct user_namespace *u = BPF_CORE_READ(t, real_cred, user_ns);
+
+	inum[NSTRACK_SLOT_USER] = u ? BPF_CORE_READ(u, ns.inum) : 0;
+	if (!nsp)  /* exiting task */
+		return;
+	inum[NSTRACK_SLOT_NET] = BPF_CORE_READ(nsp, net_ns, ns.inum);
+	inum[NSTRACK_SLOT_MNT] = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
+	inum[NSTRACK_SLOT_UTS] = BPF_CORE_READ(nsp, uts_ns, ns.inum);
+	inum[NSTRACK_SLOT_IPC] = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
+	inum[NSTRACK_SLOT_CGROUP] = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
+	inum[NSTRACK_SLOT_PID_FOR_CHILDREN] = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
+	if (bpf_core_field_exists(nsp->time_ns)) {
+		inum[NSTRACK_SLOT_TIME] = BPF_CORE_READ(nsp, time_ns, ns.inum);
+		inum[NSTRACK_SLOT_TIME_FOR_CHILDREN] = BPF_CORE_READ(nsp, time_ns_for_children, ns.inum);
+	}
+}
+
+/* Emit `created` for every namespace of `t` that is new compared with `old` (slot by slot). */
+static __always_inline void emit_new(struct task_struct *t, __u32 *old, __u32 source)
+{
+	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
+	__u32 now[NSTRACK_SLOTS] = {};
+
+	task_inums(t, now);
+	if (now[NSTRACK_SLOT_USER] != old[NSTRACK_SLOT_USER])
+		emit((void *)BPF_CORE_READ(t, real_cred, user_ns) + bpf_core_field_offset(struct user_namespace, ns),
+		     CLONE_NEWUSER, NSTRACK_EV_CREATED, source);
+	if (!nsp)
+		return;
+	if (now[NSTRACK_SLOT_NET] != old[NSTRACK_SLOT_NET])
+		emit((void *)BPF_CORE_READ(nsp, net_ns) + bpf_core_field_offset(struct net, ns),
+		     CLONE_NEWNET, NSTRACK_EV_CREATED, source);
+	if (now[NSTRACK_SLOT_MNT] != old[NSTRACK_SLOT_MNT])
+		emit((void *)BPF_CORE_READ(nsp, mnt_ns) + bpf_core_field_offset(struct mnt_namespace, ns),
+		     CLONE_NEWNS, NSTRACK_EV_CREATED, source);
+	if (now[NSTRACK_SLOT_UTS] != old[NSTRACK_SLOT_UTS])
+		emit((void *)BPF_CORE_READ(nsp, uts_ns) + bpf_core_field_offset(struct uts_namespace, ns),
+		     CLONE_NEWUTS, NSTRACK_EV_CREATED, source);
+	if (now[NSTRACK_SLOT_IPC] != old[NSTRACK_SLOT_IPC])
+		emit((void *)BPF_CORE_READ(nsp, ipc_ns) + bpf_core_field_offset(struct ipc_namespace, ns),
+		     CLONE_NEWIPC, NSTRACK_EV_CREATED, source);
+	if (now[NSTRACK_SLOT_CGROUP] != old[NSTRACK_SLOT_CGROUP])
+		emit((void *)BPF_CORE_READ(nsp, cgroup_ns) + bpf_core_field_offset(struct cgroup_namespace, ns),
+		     CLONE_NEWCGROUP, NSTRACK_EV_CREATED, source);
+	if (now[NSTRACK_SLOT_PID_FOR_CHILDREN] != old[NSTRACK_SLOT_PID_FOR_CHILDREN])
+		emit((void *)BPF_CORE_READ(nsp, pid_ns_for_children) + bpf_core_field_offset(struct pid_namespace, ns),
+		     CLONE_NEWPID, NSTRACK_EV_CREATED, source);
+	if (now[NSTRACK_SLOT_TIME_FOR_CHILDREN] != old[NSTRACK_SLOT_TIME_FOR_CHILDREN])
+		emit((void *)BPF_CORE_READ(nsp, time_ns_for_children) + bpf_core_field_offset(struct time_namespace, ns),
+		     CLONE_NEWTIME, NSTRACK_EV_CREATED, source);
+}
+
+/* clone/clone3/fork: a child whose namespaces differ from its parent's got new ones. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tp_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 old[NSTRACK_SLOTS] = {};
+
+	/* The common case (no new namespace) costs two pointer compares. */
+	if (BPF_CORE_READ(parent, nsproxy) == BPF_CORE_READ(child, nsproxy) &&
+	    BPF_CORE_READ(parent, real_cred, user_ns) == BPF_CORE_READ(child, real_cred, user_ns))
+		return 0;
+	task_inums(parent, old);
+	emit_new(child, old, NSTRACK_SRC_FORK);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unshare")
+int tp_unshare_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	struct ns_inums old = {};
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!(ctx->args[0] & CLONE_NEW_ANY))
+		return 0;
+	task_inums(bpf_get_current_task_btf(), old.inum);
+	bpf_map_update_elem(&unshare_old, &id, &old, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_unshare")
+int tp_unshare_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ns_inums *old = bpf_map_lookup_elem(&unshare_old, &id);
+
+	if (!old)
+		return 0;
+	if (ctx->ret == 0)
+		emit_new(bpf_get_current_task_btf(), old->inum, NSTRACK_SRC_UNSHARE);
+	bpf_map_delete_elem(&unshare_old, &id);
+	return 0;
+}
+
+/* ----------------------------------------------- scan ----------------------------------------------- */
+
+struct walk_ctx {
+	struct ns_common *start;
+	struct ns_common *cur;
+	const void *ops;
+	__u32 type;
+	__u32 done;
+};
+
+static long walk_step(__u64 index, struct walk_ctx *w)
+{
+	struct ns_common *cur = w->cur;
+	struct list_head *next = BPF_CORE_READ(cur, ns_list_node.next);
+	struct ns_common *ns = (void *)next - bpf_core_field_offset(struct ns_common, ns_list_node);
+	struct user_namespace *owner;
+	struct ns_record *r;
+
+	if (!next || ns == w->start) {
+		w->done = 1;
+		return 1;
+	}
+	w->cur = ns;
+	/* The list head lives in the global struct ns_tree, not in a namespace: its "ops" differ. */
+	if (BPF_CORE_READ(ns, ops) != w->ops)
+		return 0;
+	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
+	if (!r) {
+		__sync_fetch_and_add(&lost_scan, 1);
+		return 0;
+	}
+	r->ns_id = ns_id_of(ns);
+	r->ns_type = w->type;
+	r->inum = BPF_CORE_READ(ns, inum);
+	r->refcount = refcount_of(ns);
+	r->flags = 0;
+	owner = owner_of(ns, w->type, &r->parent_inum);
+	r->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+	r->owner_ns_id = owner ? BPF_CORE_READ(owner, ns.ns_id) : 0;
+	bpf_ringbuf_submit(r, 0);
+	__sync_fetch_and_add(&scan_walked, 1);
+	return 0;
+}
+
+static __always_inline void walk_type(struct ns_common *start, __u32 type)
+{
+	struct walk_ctx w = {};
+	struct user_namespace *owner;
+	struct ns_record *r;
+
+	if (!start)
+		return;
+	w.start = start;
+	w.cur = start;
+	w.ops = BPF_CORE_READ(start, ops);
+	w.type = type;
+	/* the start namespace itself */
+	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
+	if (r) {
+		r->ns_id = ns_id_of(start);
+		r->ns_type = type;
+		r->inum = BPF_CORE_READ(start, inum);
+		r->refcount = refcount_of(start);
+		r->flags = 0;
+		owner = owner_of(start, type, &r->parent_inum);
+		r->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+		r->owner_ns_id = owner ? BPF_CORE_READ(owner, ns.ns_id) : 0;
+		bpf_ringbuf_submit(r, 0);
+		__sync_fetch_and_add(&scan_walked, 1);
+	} else {
+		__sync_fetch_and_add(&lost_scan, 1);
+	}
+	bpf_loop(walk_max, walk_step, &w, 0);
+	if (!w.done)
+		__sync_fetch_and_add(&lost_scan, 1); /* walk_max reached: incomplete */
+}
+
+#define NS_OF(ptr, T) ((ptr) ? (struct ns_common *)((void *)(ptr) + bpf_core_field_offset(T, ns)) : NULL)
+
+static __always_inline void walk_all(struct task_struct *t)
+{
+	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
+
+	if (!bpf_core_field_exists(struct ns_common, ns_list_node) || !nsp)
+		return;
+	scan_has_lists = 1;
+	walk_type(NS_OF(BPF_CORE_READ(nsp, net_ns), struct net), CLONE_NEWNET);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, mnt_ns), struct mnt_namespace), CLONE_NEWNS);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, uts_ns), struct uts_namespace), CLONE_NEWUTS);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, ipc_ns), struct ipc_namespace), CLONE_NEWIPC);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, pid_ns_for_children), struct pid_namespace), CLONE_NEWPID);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, cgroup_ns), struct cgroup_namespace), CLONE_NEWCGROUP);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, time_ns), struct time_namespace), CLONE_NEWTIME);
+	walk_type(NS_OF(BPF_CORE_READ(t, real_cred, user_ns), struct user_namespace), CLONE_NEWUSER);
+}
+
+SEC("iter/task")
+int scan_tasks(struct bpf_iter__task *ctx)
+{
+	struct task_struct *t = ctx->task;
+	struct task_record rec = {};
+
+	if (!t)
+		return 0;
+	if (ctx->meta->seq_num == 0) {
+		scan_walked = 0;
+		walk_all(t);
+	}
+	rec.pid = t->pid;
+	rec.tgid = t->tgid;
+	task_inums(t, rec.inum);
+	if (rec.pid != rec.tgid) {
+		/* a thread: only worth a record when its namespaces differ from its leader's */
+		struct task_struct *leader = t->group_leader;
+
+		if (leader && BPF_CORE_READ(leader, nsproxy) == t->nsproxy &&
+		    BPF_CORE_READ(leader, real_cred, user_ns) == BPF_CORE_READ(t, real_cred, user_ns))
+			return 0;
+	}
+	{
+		struct pid_namespace *active = BPF_CORE_READ(t, thread_pid, numbers[0].ns);
+		/* the task's own pid namespace is the one at its pid's deepest level */
+		unsigned int level = BPF_CORE_READ(t, thread_pid, level);
+
+		if (level < 32)
+			active = BPF_CORE_READ(t, thread_pid, numbers[level & 31].ns);
+		rec.inum[NSTRACK_SLOT_PID] = active ? BPF_CORE_READ(active, ns.inum) : 0;
+	}
+	bpf_probe_read_kernel_str(rec.comm, sizeof(rec.comm), t->comm);
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Records shared by the BPF programs and Python (nstrack/model/records.py mirrors them;
+ * tests/unit/test_records.py checks that the sizes and offsets agree with the compiled object).
+ */
+#ifndef NSTRACK_H
+#define NSTRACK_H
+
+#define NSTRACK_COMM_LEN 16
+
+/* ns_event.kind */
+#define NSTRACK_EV_CREATED   1
+#define NSTRACK_EV_DESTROYED 2
+
+/* ns_event.source: which hook saw it */
+#define NSTRACK_SRC_TREE_ADD    1 /* __ns_tree_add_raw (6.18+) */
+#define NSTRACK_SRC_TREE_REMOVE 2 /* __ns_tree_remove (6.18+) */
+#define NSTRACK_SRC_COPY        3 /* per-type create function (copy_*_ns, create_user_ns) */
+#define NSTRACK_SRC_FREE        4 /* per-type free function */
+#define NSTRACK_SRC_FORK        5 /* tp_btf/sched_process_fork: child has a namespace its parent has not */
+#define NSTRACK_SRC_UNSHARE     6 /* syscalls/sys_exit_unshare: the task's namespace changed */
+
+/* One create or destroy, into the `events` ring buffer. 72 bytes. */
+struct ns_event {
+	__u64 ts_ns;       /* bpf_ktime_get_boot_ns() */
+	__u64 ns_id;       /* ns_common.ns_id (6.18+), else 0 */
+	__u64 cgroup_id;   /* creator's cgroup v2 id */
+	__u32 kind;        /* NSTRACK_EV_* */
+	__u32 ns_type;     /* CLONE_NEW* flag */
+	__u32 inum;
+	__u32 owner_inum;  /* owning user namespace (for user namespaces: the parent) */
+	__u32 parent_inum; /* parent pid namespace (pid only), else 0 */
+	__u32 pid;         /* task that caused it (thread id) */
+	__u32 tgid;
+	__u32 source;      /* NSTRACK_SRC_* */
+	char comm[NSTRACK_COMM_LEN];
+};
+
+/* One namespace found by the in-kernel list walk, into the `scan_rb` ring buffer. 40 bytes. */
+struct ns_record {
+	__u64 ns_id;
+	__u32 ns_type;
+	__u32 inum;
+	__u32 owner_inum;
+	__u32 parent_inum;
+	__u32 refcount;
+	__u32 flags;       /* reserved */
+	__u64 owner_ns_id;
+};
+
+/* Namespace slots in a task record (and the order Python reads them in). */
+#define NSTRACK_SLOT_NET    0
+#define NSTRACK_SLOT_MNT    1
+#define NSTRACK_SLOT_UTS    2
+#define NSTRACK_SLOT_IPC    3
+#define NSTRACK_SLOT_PID    4 /* the task's own (active) pid namespace */
+#define NSTRACK_SLOT_USER   5
+#define NSTRACK_SLOT_CGROUP 6
+#define NSTRACK_SLOT_TIME   7
+#define NSTRACK_SLOT_PID_FOR_CHILDREN  8
+#define NSTRACK_SLOT_TIME_FOR_CHILDREN 9
+#define NSTRACK_SLOTS 10
+
+/* One task (thread-group leader, or a thread whose namespaces differ from its leader's), written
+ * to the scan iterator's output. 64 bytes. */
+struct task_record {
+	__u32 pid;
+	__u32 tgid;
+	__u32 inum[NSTRACK_SLOTS];
+	char comm[NSTRACK_COMM_LEN];
+};
+
+#endif /* NSTRACK_H */

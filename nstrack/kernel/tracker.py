@@ -1,0 +1,282 @@
+"""The live tracker: loads ``bpf/nstrack.bpf.c`` for the chosen mode and keeps a Replica current.
+
+Start-up order (so nothing created or freed meanwhile is missed or counted twice): attach the event
+programs, apply whatever they already reported, scan, reconcile the replica with the scan, then
+consume events as they come. Lost ring-buffer records are counted (in BPF) and trigger a rescan.
+
+Modes:
+- ``fentry``/``kprobe``: every create and free as it happens; rescans only heal (every 60 s, and at
+  once after lost events). Types without hooks on this kernel fall back to tracepoints + rescans.
+- ``tracepoint``: creations from fork/clone/unshare tracepoints; frees found by rescans every
+  ``rescan_seconds`` (the bound on free latency).
+- ``procfs``: no BPF; /proc is polled every ``rescan_seconds``; incomplete (see ``procscan``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..model import mode as modes
+from ..model.records import TASK_SOURCES, NSRecord, TaskRecord, decode_event, decode_ns_record, decode_tasks
+from ..model.replica import Change, Replica, boot_ns
+from . import hooks
+from .libbpf import BPFError, BPFLink, BPFObject, RingBuffer
+from .objects import bpf_object
+from .probe import Findings
+from .procscan import proc_scan
+
+log = logging.getLogger(__name__)
+
+HEAL_SECONDS = 60.0  # rescan interval in the event modes, where rescans only heal
+
+
+@dataclass
+class Scan:
+    start_ns: int
+    seconds: float
+    namespaces: list[NSRecord]
+    tasks: list[TaskRecord]
+    complete: bool
+    method: str  # "ns-lists" (6.18+ in-kernel walk), "tasks" (task iterator only) or "procfs"
+
+
+@dataclass
+class Stats:
+    events: int = 0
+    lost_events: int = 0
+    lost_scan: int = 0
+    rescans: int = 0
+    rescans_for_loss: int = 0
+    last_scan: Scan | None = None
+    last_scan_wall: float = 0.0
+    bad_records: int = 0
+    attached: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """Which programs to load and attach for a decision (pure given the findings)."""
+
+    mode: str
+    attach: list[tuple[str, str | None]]  # (program, kprobe target or None)
+    event_types: dict[str, set[str]]  # type -> accepted event sources ("any" or TASK_SOURCES)
+    rescan_types: set[str]  # types whose frees only rescans find
+    uses_iter: bool
+
+
+def plan_for(findings: Findings) -> Plan:
+    d = findings.decision
+    attach: list[tuple[str, str | None]] = []
+    event_types: dict[str, set[str]] = {}
+    rescan_types: set[str] = set()
+    fallback = sorted(t for t, m in d.per_type.items() if m == "tracepoint")
+    if d.mode in ("fentry", "kprobe"):
+        found = findings.hooks_btf if d.mode == "fentry" else findings.hooks_kallsyms
+        generic = all(h["create"] == hooks.GENERIC_CREATE for h in found.values())
+        if generic:
+            attach += [("tree_add", None), ("tree_remove", None)] if d.mode == "fentry" else [
+                ("kp_tree_add", None), ("kp_tree_remove", None)]
+        else:
+            for t, h in found.items():
+                if d.per_type[t] != d.mode:
+                    continue
+                c, x = h["create"], h["destroy"]
+                assert c and x
+                if d.mode == "fentry":
+                    attach += [(f"create_{c}", None), (f"destroy_{x}", None)]
+                else:
+                    attach += [("kp_create_entry", c), (f"kp_create_{c}", None), (f"kp_destroy_{x}", None)]
+        for t in d.per_type:
+            if d.per_type[t] == d.mode:
+                event_types[t] = {"any"}
+    if d.mode == "tracepoint" or fallback:
+        attach.append(("tp_fork", None))
+        if findings.probes["tracepoint"].ok:
+            attach += [("tp_unshare_enter", None), ("tp_unshare_exit", None)]
+        for t in fallback if d.mode != "tracepoint" else d.per_type:
+            event_types[t] = set(TASK_SOURCES)
+            rescan_types.add(t)
+    if d.mode == "procfs":
+        rescan_types = set(d.per_type)
+    return Plan(d.mode, attach, event_types, rescan_types, uses_iter=d.mode != "procfs")
+
+
+class Tracker:
+    def __init__(
+        self,
+        findings: Findings,
+        rescan_seconds: float | None = None,
+        ringbuf_bytes: int = 1 << 20,
+        on_change: Callable[[list[Change]], None] | None = None,
+        replica: Replica | None = None,
+    ) -> None:
+        self.findings = findings
+        self.plan = plan_for(findings)
+        self.mode = self.plan.mode
+        event_mode = self.mode in ("fentry", "kprobe") and not self.plan.rescan_types
+        default = HEAL_SECONDS if event_mode else modes.DEFAULT_RESCAN_SECONDS
+        self.rescan_seconds = rescan_seconds if rescan_seconds is not None else default
+        self.ringbuf_bytes = ringbuf_bytes
+        self.replica = replica or Replica()
+        self.on_change = on_change
+        self.stats = Stats()
+        self._obj: BPFObject | None = None
+        self._events: RingBuffer | None = None
+        self._scan_rb: RingBuffer | None = None
+        self._scan_buf: list[bytes] = []
+        self._iter: BPFLink | None = None
+        self._next_rescan = 0.0
+        self._lost_seen = 0
+        self._lost_scan_seen = 0
+        self._pending: list[Change] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def free_latency_bound(self) -> float | None:
+        """Seconds within which a free is reported, when frees come from rescans; None when immediate."""
+        return self.rescan_seconds if self.plan.rescan_types else None
+
+    def start(self) -> list[Change]:
+        """Load, attach, scan; returns the start-up changes (the initial replica)."""
+        if self.mode != "procfs":
+            self._load()
+        changes = self.drain()
+        changes += self.rescan(startup=True)
+        changes += self.drain()
+        return changes
+
+    def _load(self) -> None:
+        obj = BPFObject.open(bpf_object("nstrack"))
+        try:
+            names = [p for p, _ in self.plan.attach] + (["scan_tasks"] if self.plan.uses_iter else [])
+            obj.only(*dict.fromkeys(names))
+            obj.map("events").max_entries = self.ringbuf_bytes
+            obj.load()
+            self._events = obj.ring_buffer("events", self._on_event)
+            self._scan_rb = obj.ring_buffer("scan_rb", self._scan_buf.append)
+            for prog, target in self.plan.attach:
+                p = obj.program(prog)
+                p.attach_kprobe(target) if target else p.attach()
+                self.stats.attached.append(f"{prog}:{target}" if target else f"{prog} ({p.section})")
+            if self.plan.uses_iter:
+                self._iter = obj.program("scan_tasks").attach_iter()
+        except BaseException:
+            obj.close()
+            raise
+        self._obj = obj
+
+    def close(self) -> None:
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        self._events = self._scan_rb = None
+        self._iter = None
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ events
+
+    def _on_event(self, raw: bytes) -> None:
+        try:
+            ev = decode_event(raw)
+        except ValueError:
+            self.stats.bad_records += 1
+            return
+        accepted = self.plan.event_types.get(ev.type, set())
+        if "any" not in accepted and ev.source not in accepted:
+            return  # this type is tracked by another hook set; avoid double reports
+        self.stats.events += 1
+        self._pending.extend(self.replica.apply(ev))
+
+    def drain(self) -> list[Change]:
+        """Apply every event already in the ring buffer."""
+        self._pending = []
+        if self._events is not None:
+            self._events.consume()
+        out, self._pending = self._pending, []
+        return out
+
+    def poll(self, timeout: float = 0.5) -> list[Change]:
+        """Wait up to ``timeout`` seconds for events; rescan when due or after losses."""
+        self._pending = []
+        if self._events is not None:
+            self._events.poll(max(0, int(timeout * 1000)))
+        else:
+            time.sleep(max(0.0, min(timeout, self._next_rescan - time.monotonic())))
+        changes, self._pending = self._pending, []
+        lost = self._read_global("lost_events")
+        if lost > self._lost_seen:
+            self.stats.lost_events += lost - self._lost_seen
+            self._lost_seen = lost
+            self.stats.rescans_for_loss += 1
+            log.warning("ring buffer full: %d events lost so far; rescanning", self.stats.lost_events)
+            changes += self.drain()
+            changes += self.rescan()
+        elif time.monotonic() >= self._next_rescan:
+            changes += self.rescan()
+        if changes and self.on_change:
+            self.on_change(changes)
+        return changes
+
+    def _read_global(self, name: str) -> int:
+        if self._obj is None:
+            return 0
+        return self._obj.read_global(name)
+
+    # ------------------------------------------------------------------ scans
+
+    def scan(self) -> Scan:
+        """One scan of every namespace this mode can enumerate (does not touch the replica)."""
+        t0, start = time.perf_counter(), boot_ns()
+        if self._iter is None or self._obj is None:
+            ns, tasks = proc_scan()
+            return Scan(start, time.perf_counter() - t0, ns, tasks, False, "procfs")
+        self._scan_buf.clear()
+        for attempt in range(3):
+            try:
+                data = self._iter.read_iter()
+                break
+            except BPFError as exc:  # a task vanished mid-read can make the kernel say EAGAIN
+                if exc.errno != errno.EAGAIN or attempt == 2:
+                    raise
+        assert self._scan_rb is not None
+        self._scan_rb.consume()
+        tasks = decode_tasks(data)
+        lost_scan = self._read_global("lost_scan")
+        lost_now, self._lost_scan_seen = lost_scan - self._lost_scan_seen, lost_scan
+        self.stats.lost_scan += lost_now
+        if self._read_global("scan_has_lists"):
+            ns = [decode_ns_record(r) for r in self._scan_buf]
+            method, complete = "ns-lists", lost_now == 0
+        else:
+            ns = namespaces_of_tasks(tasks)
+            method, complete = "tasks", False
+        self._scan_buf.clear()
+        return Scan(start, time.perf_counter() - t0, ns, tasks, complete, method)
+
+    def rescan(self, startup: bool = False) -> list[Change]:
+        s = self.scan()
+        self.stats.rescans += 0 if startup else 1
+        self.stats.last_scan = s
+        self.stats.last_scan_wall = time.time()
+        self._next_rescan = time.monotonic() + self.rescan_seconds
+        # An incomplete scan may add what it found but must not declare anything dead.
+        types = None if s.complete else set()
+        return self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
+
+
+def namespaces_of_tasks(tasks: list[TaskRecord]) -> list[NSRecord]:
+    seen: dict[tuple[str, int], NSRecord] = {}
+    for t in tasks:
+        for type_, inum in t.namespaces():
+            seen.setdefault((type_, inum), NSRecord(type_, inum, None, 0, 0, None))
+    return list(seen.values())

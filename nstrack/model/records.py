@@ -1,0 +1,138 @@
+"""Decoding the records that the BPF side writes (layouts in ``bpf/nstrack.h``).
+
+>>> raw = EVENT.pack(10**9, 4101, 77, 1, 0x40000000, 4026532178, 4026531837, 0, 88, 88, 6, b"unshare")
+>>> decode_event(raw).name
+'net:[4026532178]'
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .nstypes import BY_FLAG, format_name
+
+EV_CREATED, EV_DESTROYED = 1, 2
+SOURCES = {1: "tree_add", 2: "tree_remove", 3: "copy", 4: "free", 5: "fork", 6: "unshare", 7: "scan"}
+TASK_SOURCES = {"fork", "unshare"}  # tracepoint-mode sources (used for per-type fallback)
+
+EVENT = struct.Struct("<QQQIIIIIIII16s")  # struct ns_event, 72 bytes
+NS_RECORD = struct.Struct("<QIIIIIIQ")  # struct ns_record, 40 bytes
+TASK_RECORD = struct.Struct("<II10I16s")  # struct task_record, 64 bytes
+
+# task_record.inum slots, in bpf/nstrack.h order: (type, proc file name)
+SLOTS: tuple[tuple[str, str], ...] = (
+    ("net", "net"),
+    ("mnt", "mnt"),
+    ("uts", "uts"),
+    ("ipc", "ipc"),
+    ("pid", "pid"),
+    ("user", "user"),
+    ("cgroup", "cgroup"),
+    ("time", "time"),
+    ("pid", "pid_for_children"),
+    ("time", "time_for_children"),
+)
+
+
+class RecordError(ValueError):
+    pass
+
+
+def _type_name(flag: int) -> str:
+    t = BY_FLAG.get(flag)
+    if t is None:
+        raise RecordError(f"unknown namespace type flag {flag:#x}")
+    return t.name
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "created" | "destroyed"
+    type: str
+    inum: int
+    ns_id: int | None
+    ts_ns: int  # CLOCK_BOOTTIME nanoseconds
+    owner_inum: int
+    parent_inum: int
+    pid: int
+    tgid: int
+    comm: str
+    cgroup_id: int
+    source: str
+
+    @property
+    def name(self) -> str:
+        return format_name(self.type, self.inum)
+
+
+def decode_event(raw: bytes) -> Event:
+    if len(raw) < EVENT.size:
+        raise RecordError(f"event record of {len(raw)} bytes, expected {EVENT.size}")
+    ts, ns_id, cg, kind, flag, inum, owner, parent, pid, tgid, src, comm = EVENT.unpack_from(raw)
+    if kind not in (EV_CREATED, EV_DESTROYED):
+        raise RecordError(f"unknown event kind {kind}")
+    return Event(
+        kind="created" if kind == EV_CREATED else "destroyed",
+        type=_type_name(flag),
+        inum=inum,
+        ns_id=ns_id or None,
+        ts_ns=ts,
+        owner_inum=owner,
+        parent_inum=parent,
+        pid=pid,
+        tgid=tgid,
+        comm=comm.split(b"\0", 1)[0].decode(errors="replace"),
+        cgroup_id=cg,
+        source=SOURCES.get(src, f"source {src}"),
+    )
+
+
+@dataclass(frozen=True)
+class NSRecord:
+    """A live namespace as a scan found it."""
+
+    type: str
+    inum: int
+    ns_id: int | None
+    owner_inum: int
+    parent_inum: int
+    refcount: int | None
+    owner_ns_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        return format_name(self.type, self.inum)
+
+
+def decode_ns_record(raw: bytes) -> NSRecord:
+    if len(raw) < NS_RECORD.size:
+        raise RecordError(f"namespace record of {len(raw)} bytes, expected {NS_RECORD.size}")
+    ns_id, flag, inum, owner, parent, ref, _flags, owner_id = NS_RECORD.unpack_from(raw)
+    return NSRecord(_type_name(flag), inum, ns_id or None, owner, parent, ref or None, owner_id or None)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    pid: int
+    tgid: int
+    inums: tuple[int, ...]  # SLOTS order; 0 = unknown
+    comm: str
+
+    def namespaces(self) -> list[tuple[str, int]]:
+        """(type, inum) of every namespace this task holds, without repeats."""
+        out: list[tuple[str, int]] = []
+        for (t, _), inum in zip(SLOTS, self.inums):
+            if inum and (t, inum) not in out:
+                out.append((t, inum))
+        return out
+
+
+def decode_tasks(data: bytes) -> list[TaskRecord]:
+    if len(data) % TASK_RECORD.size:
+        raise RecordError(f"task records: {len(data)} bytes is not a multiple of {TASK_RECORD.size}")
+    out = []
+    for fields in TASK_RECORD.iter_unpack(data):
+        comm = fields[12].split(b"\0", 1)[0].decode(errors="replace")
+        out.append(TaskRecord(fields[0], fields[1], tuple(fields[2:12]), comm))
+    return out

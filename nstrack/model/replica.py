@@ -1,0 +1,286 @@
+"""The replica: nstrack's copy of the kernel's set of live namespaces.
+
+Fed by lifecycle events (``apply``) and by scans (``reconcile``); every view reads it. Pure Python:
+no kernel access, so it is unit-tested without privileges.
+
+Identity: the kernel's ``ns_id`` where it has one (6.18+, never reused). Otherwise ``(type, inum)``
+plus a generation: inode numbers are reused within seconds, and a namespace created with an inum that
+an earlier, now dead, namespace had is a different namespace with the next generation.
+
+Rules:
+- ``created`` for a namespace already alive with the same ns_id is a duplicate (ignored, counted).
+- Without ns_id, ``created`` for an alive ``(type, inum)`` that was itself first seen by a scan is the
+  same namespace (the scan saw it before its event arrived): the creation details are merged in. If
+  the alive one was itself created by an event, the kernel must have freed it (an inum is never
+  handed out twice at once) and its free was missed: it is tombstoned and a new generation begins.
+- ``destroyed`` for an unknown namespace is ignored (counted): it died before nstrack saw it.
+- ``reconcile`` with a complete scan: alive namespaces the scan did not find, created before the scan
+  started, are destroyed ("rescan"); namespaces the scan found that were unknown are added.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .nstypes import format_name
+from .records import Event, NSRecord
+
+Key = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class Creator:
+    pid: int
+    tgid: int
+    comm: str
+    cgroup_id: int
+
+
+@dataclass
+class Namespace:
+    type: str
+    inum: int
+    ns_id: int | None
+    generation: int
+    owner_inum: int
+    parent_inum: int
+    first_seen_ns: int  # CLOCK_BOOTTIME ns of the first sighting
+    created_ns: int | None = None  # CLOCK_BOOTTIME ns of the creation, when seen being created
+    creator: Creator | None = None
+    learned_by: str = "scan"  # event source that reported the creation, or "scan"
+    destroyed_ns: int | None = None
+    destroyed_by: str | None = None  # "event" or "rescan"
+    refcount: int | None = None
+    owner_ns_id: int | None = None
+
+    @property
+    def key(self) -> Key:
+        if self.ns_id is not None:
+            return ("id", self.ns_id)
+        return ("gen", self.type, self.inum, self.generation)
+
+    @property
+    def name(self) -> str:
+        return format_name(self.type, self.inum)
+
+    @property
+    def alive(self) -> bool:
+        return self.destroyed_ns is None
+
+    @property
+    def born_ns(self) -> int:
+        return self.created_ns if self.created_ns is not None else self.first_seen_ns
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "created" | "destroyed"
+    ns: Namespace
+    via: str  # "event" or "rescan" (or "startup" for the initial scan)
+
+
+@dataclass
+class Counters:
+    created: Counter[str] = field(default_factory=Counter)  # per type, seen being created or found new
+    destroyed: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    unknown_destroys: int = 0
+    missed_creations: int = 0  # found by a rescan, no event
+    missed_destroys: int = 0  # found gone by a rescan, no event
+    reused_inums: int = 0
+
+
+class Replica:
+    def __init__(self, tombstone_seconds: float = 300.0, tombstone_max: int = 10_000) -> None:
+        self.alive: dict[Key, Namespace] = {}
+        self._by_inum: dict[tuple[str, int], Key] = {}
+        self._by_id: dict[int, Key] = {}
+        self.tombstones: OrderedDict[Key, Namespace] = OrderedDict()
+        self._generation: dict[tuple[str, int], int] = {}
+        self.tombstone_seconds = tombstone_seconds
+        self.tombstone_max = tombstone_max
+        self.counters = Counters()
+
+    # ------------------------------------------------------------------ lookups
+
+    def __len__(self) -> int:
+        return len(self.alive)
+
+    def find_alive(self, type_: str, inum: int, ns_id: int | None = None) -> Namespace | None:
+        if ns_id is not None and ns_id in self._by_id:
+            return self.alive[self._by_id[ns_id]]
+        key = self._by_inum.get((type_, inum))
+        return self.alive[key] if key is not None else None
+
+    def lookup(self, type_: str | None = None, inum: int | None = None, ns_id: int | None = None) -> list[Namespace]:
+        """Alive and tombstoned namespaces matching the query, alive first, newest tombstone first."""
+        out: list[Namespace] = []
+        for ns in [*self.alive.values(), *reversed(self.tombstones.values())]:
+            if ns_id is not None and ns.ns_id != ns_id:
+                continue
+            if inum is not None and ns.inum != inum:
+                continue
+            if type_ is not None and ns.type != type_:
+                continue
+            out.append(ns)
+        return out
+
+    # ------------------------------------------------------------------ changes
+
+    def _insert(self, ns: Namespace) -> None:
+        key = ns.key
+        self.alive[key] = ns
+        self._by_inum[(ns.type, ns.inum)] = key
+        if ns.ns_id is not None:
+            self._by_id[ns.ns_id] = key
+
+    def _remove(self, ns: Namespace, when_ns: int, by: str) -> None:
+        key = ns.key
+        self.alive.pop(key, None)
+        if self._by_inum.get((ns.type, ns.inum)) == key:
+            del self._by_inum[(ns.type, ns.inum)]
+        if ns.ns_id is not None:
+            self._by_id.pop(ns.ns_id, None)
+        ns.destroyed_ns = when_ns
+        ns.destroyed_by = by
+        self.tombstones[key] = ns
+        self.counters.destroyed[ns.type] += 1
+        while len(self.tombstones) > self.tombstone_max:
+            self.tombstones.popitem(last=False)
+
+    def _next_generation(self, type_: str, inum: int) -> int:
+        g = self._generation.get((type_, inum), 0) + 1
+        self._generation[(type_, inum)] = g
+        return g
+
+    def apply(self, ev: Event) -> list[Change]:
+        """Apply one lifecycle event; returns what changed (empty for duplicates and unknowns)."""
+        if ev.kind == "created":
+            return self._created(ev)
+        return self._destroyed(ev)
+
+    def _created(self, ev: Event) -> list[Change]:
+        changes: list[Change] = []
+        creator = Creator(ev.pid, ev.tgid, ev.comm, ev.cgroup_id) if ev.tgid else None
+        cur = self.find_alive(ev.type, ev.inum, ev.ns_id)
+        if cur is not None and ev.ns_id is not None and cur.ns_id == ev.ns_id:
+            if cur.learned_by == "scan":  # merge what the event knows
+                cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
+            else:
+                self.counters.duplicates += 1
+            return []
+        if cur is not None:
+            if cur.ns_id is None and ev.ns_id is None and cur.learned_by == "scan":
+                cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
+                return []
+            # The kernel freed `cur` (its inum is being handed out again) and we missed the free.
+            self.counters.reused_inums += 1
+            self.counters.missed_destroys += 1
+            self._remove(cur, ev.ts_ns, "superseded")
+            changes.append(Change("destroyed", cur, "superseded"))
+        ns = Namespace(
+            type=ev.type,
+            inum=ev.inum,
+            ns_id=ev.ns_id,
+            generation=self._next_generation(ev.type, ev.inum),
+            owner_inum=ev.owner_inum,
+            parent_inum=ev.parent_inum,
+            first_seen_ns=ev.ts_ns,
+            created_ns=ev.ts_ns,
+            creator=creator,
+            learned_by=ev.source,
+        )
+        self._insert(ns)
+        self.counters.created[ns.type] += 1
+        changes.append(Change("created", ns, "event"))
+        return changes
+
+    def _destroyed(self, ev: Event) -> list[Change]:
+        cur = self.find_alive(ev.type, ev.inum, ev.ns_id)
+        if cur is None or (ev.ns_id is not None and cur.ns_id not in (None, ev.ns_id)):
+            self.counters.unknown_destroys += 1
+            return []
+        self._remove(cur, ev.ts_ns, "event")
+        return [Change("destroyed", cur, "event")]
+
+    def reconcile(
+        self,
+        records: Iterable[NSRecord],
+        scan_start_ns: int,
+        types: Iterable[str] | None = None,
+        startup: bool = False,
+    ) -> list[Change]:
+        """Bring the replica in line with a complete scan of ``types`` (default: the types scanned).
+
+        ``scan_start_ns`` is CLOCK_BOOTTIME when the scan began: namespaces created after it may be
+        missing from the scan without being dead, so they are kept.
+        """
+        changes: list[Change] = []
+        seen: set[Key] = set()
+        scanned_types: set[str] = set()
+        for r in records:
+            scanned_types.add(r.type)
+            cur = self.find_alive(r.type, r.inum, r.ns_id)
+            if cur is not None and r.ns_id is not None and cur.ns_id is not None and cur.ns_id != r.ns_id:
+                # same inum, different namespace: the one we knew is gone
+                self.counters.missed_destroys += 1
+                self._remove(cur, scan_start_ns, "rescan")
+                changes.append(Change("destroyed", cur, "rescan"))
+                cur = None
+            if cur is None:
+                cur = Namespace(
+                    type=r.type,
+                    inum=r.inum,
+                    ns_id=r.ns_id,
+                    generation=self._next_generation(r.type, r.inum),
+                    owner_inum=r.owner_inum,
+                    parent_inum=r.parent_inum,
+                    first_seen_ns=scan_start_ns,
+                    owner_ns_id=r.owner_ns_id,
+                )
+                self._insert(cur)
+                if not startup:
+                    self.counters.missed_creations += 1
+                    self.counters.created[cur.type] += 1
+                changes.append(Change("created", cur, "startup" if startup else "rescan"))
+            cur.refcount = r.refcount
+            if r.ns_id is not None and cur.ns_id is None:
+                cur.ns_id = r.ns_id
+            if r.owner_ns_id is not None:
+                cur.owner_ns_id = r.owner_ns_id
+            seen.add(cur.key)
+        check = set(types) if types is not None else scanned_types
+        for key, ns in list(self.alive.items()):
+            if key in seen or ns.type not in check:
+                continue
+            if ns.born_ns >= scan_start_ns:
+                continue  # created after the scan began: the scan may simply have missed it
+            self.counters.missed_destroys += 1
+            self._remove(ns, scan_start_ns, "rescan")
+            changes.append(Change("destroyed", ns, "rescan"))
+        return changes
+
+    def expire(self, now_ns: int) -> int:
+        """Drop tombstones older than ``tombstone_seconds``; returns how many."""
+        limit = now_ns - int(self.tombstone_seconds * 1e9)
+        dropped = 0
+        while self.tombstones:
+            key, ns = next(iter(self.tombstones.items()))
+            if ns.destroyed_ns is not None and ns.destroyed_ns < limit:
+                self.tombstones.popitem(last=False)
+                dropped += 1
+            else:
+                break
+        return dropped
+
+
+def boot_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def wall_time(boot_timestamp_ns: int) -> float:
+    """Unix time of a CLOCK_BOOTTIME timestamp."""
+    return time.time() - (boot_ns() - boot_timestamp_ns) / 1e9
