@@ -37,6 +37,11 @@ __u64 lost_scan = 0;     /* scan records `scan_rb` had no room for: that scan is
 __u64 scan_walked = 0;   /* namespaces the last walk visited (0 when the kernel has no lists) */
 __u32 scan_has_lists = 0; /* 1 when this kernel has the 6.18+ namespace lists */
 
+/* Referenced so that the records' layouts land in the object's BTF (tests/unit/test_records.py). */
+struct ns_event *unused_ns_event __attribute__((unused));
+struct ns_record *unused_ns_record __attribute__((unused));
+struct task_record *unused_task_record __attribute__((unused));
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);

@@ -207,6 +207,7 @@ def lib() -> ctypes.CDLL:
         "btf__find_by_name_kind": ([vp, cp, u32], ctypes.c_int32),
         "btf__type_cnt": ([vp], u32),
         "btf__type_by_id": ([vp, u32], vp),
+        "btf__parse": ([cp, vp], vp),
         "btf__name_by_offset": ([vp, u32], cp),
         "bpf_object__btf": ([vp], vp),
     }
@@ -285,6 +286,30 @@ class VmlinuxBTF:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def struct_layout(object_path: str | os.PathLike[str], name: str) -> tuple[int, dict[str, int]]:
+    """Size and member byte offsets of ``struct name`` in a compiled object's BTF (no kernel needed)."""
+    so = lib()
+    ptr = so.btf__parse(str(object_path).encode(), None)
+    if not ptr:
+        raise BPFError(ctypes.get_errno() or errno_mod.ENOENT, f"parsing BTF of {object_path}")
+    try:
+        tid = so.btf__find_by_name_kind(ptr, name.encode(), BTF_KIND_STRUCT)
+        if tid <= 0:
+            raise BPFError(errno_mod.ENOENT, f"{object_path}: no struct {name} in BTF")
+        t = so.btf__type_by_id(ptr, tid)
+        info = ctypes.c_uint32.from_address(t + 4).value
+        size = ctypes.c_uint32.from_address(t + 8).value
+        members: dict[str, int] = {}
+        for k in range(info & 0xFFFF):  # struct btf_member { u32 name_off; u32 type; u32 offset; }
+            base = t + 12 + 12 * k
+            mname = so.btf__name_by_offset(ptr, ctypes.c_uint32.from_address(base).value).decode()
+            bits = ctypes.c_uint32.from_address(base + 8).value
+            members[mname] = (bits & 0xFFFFFF if info >> 31 else bits) // 8
+        return size, members
+    finally:
+        so.btf__free(ptr)
 
 
 def load_vmlinux_btf() -> VmlinuxBTF:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model import mode as modes
+from ..model.nstypes import TYPE_NAMES
 from ..model.records import TASK_SOURCES, NSRecord, TaskRecord, decode_event, decode_ns_record, decode_tasks
 from ..model.replica import Change, Replica, boot_ns
 from . import hooks
@@ -270,7 +271,7 @@ class Tracker:
         self.stats.last_scan_wall = time.time()
         self._next_rescan = time.monotonic() + self.rescan_seconds
         # An incomplete scan may add what it found but must not declare anything dead.
-        types = None if s.complete else set()
+        types = set(TYPE_NAMES) if s.complete else set()
         return self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
 
 

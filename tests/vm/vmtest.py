@@ -88,7 +88,7 @@ HOST_DEPS: dict[str, str] = {
 }
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = PROJECT_ROOT / ".cache" / "vmtest"
+DEFAULT_CACHE = PROJECT_ROOT / ".cache" / "vmtest"
 BUILD_DIR = PROJECT_ROOT / "build" / "vmtest"
 DEFAULT_CMD = "exec /bin/sh tests/vm/guest.sh"
 DEFAULT_TIMEOUT = 900.0
@@ -191,7 +191,7 @@ def host_archive_uris() -> tuple[str, str]:
 
 
 class PrivateApt:
-    """apt-get/apt-cache with their own sources, lists and cache under CACHE_DIR/apt."""
+    """apt-get/apt-cache with their own sources, lists and cache in one folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -211,8 +211,10 @@ class PrivateApt:
             "-q",
         ]  # fmt: skip
 
-    def write_sources(self, suites: Iterable[str]) -> None:
+    def write_sources(self, suites: Iterable[str], archive: str | None) -> None:
         main, security = host_archive_uris()
+        if archive:
+            main, security = archive.rstrip("/"), archive.rstrip("/") + "-security"
         lines = []
         for suite in suites:
             uri = security if suite.endswith("-security") else main
@@ -252,15 +254,19 @@ class PrivateApt:
     def download(self, name: str, version: str, dest: Path) -> Path:
         dest.mkdir(parents=True, exist_ok=True)
         filename = Path(self.field(name, version, "Filename")).name
+        size = int(self.field(name, version, "Size"))
         target = dest / filename
+        if target.exists() and target.stat().st_size != size:
+            target.unlink()  # left over from an interrupted download
         if not target.exists():
             run(["apt-get", *self.options(), "download", f"{name}={version}"], cwd=dest)
-        if not target.exists():
-            raise VmTestError(f"apt-get download {name}={version} did not produce {filename}")
+        if not target.exists() or target.stat().st_size != size:
+            raise VmTestError(f"apt-get download {name}={version} did not produce {filename} of {size} bytes")
         return target
 
 
 def version_gt(a: str, b: str) -> bool:
+    """Debian version order (dpkg's own comparison)."""
     return subprocess.run(["dpkg", "--compare-versions", a, "gt", b]).returncode == 0
 
 
@@ -335,8 +341,8 @@ def resolve(apt: PrivateApt, spec: KernelSpec, names: list[str]) -> tuple[str, l
     return newest, [versions[newest] for versions in per_pattern]
 
 
-def cached_kernels(series: str) -> list[Kernel]:
-    base = CACHE_DIR / "kernels" / series
+def cached_kernels(cache: Path, series: str) -> list[Kernel]:
+    base = cache / "kernels" / series
     newest: list[Kernel] = []
     for kernel in filter(None, (Kernel.load(p) for p in sorted(base.glob("*")))):
         if not newest or version_gt(kernel.version, newest[0].version):
@@ -359,34 +365,35 @@ def find_image(tree: Path, spec: KernelSpec, packages: list[str]) -> tuple[str, 
 
 
 def check_space(path: Path, need: int, what: str) -> None:
+    """Fail before downloading when path's file system has less than need bytes free."""
     path.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(path).free
     if free < need:
         raise VmTestError(
             f"not enough disk space for {what}: {free / 2**30:.1f} GiB free on {path}, "
-            f"{need / 2**30:.1f} GiB needed (clear {CACHE_DIR} or free space)"
+            f"{need / 2**30:.1f} GiB needed (clear {path} or free space)"
         )
 
 
-def fetch(apt: PrivateApt | None, spec: KernelSpec, names: list[str] | None) -> Kernel:
+def fetch(cache: Path, apt: PrivateApt | None, spec: KernelSpec, names: list[str] | None) -> Kernel:
     """Return the newest kernel of the series, downloading and unpacking it if needed."""
     if apt is None or names is None:
-        cached = cached_kernels(spec.series)
+        cached = cached_kernels(cache, spec.series)
         if not cached:
             raise VmTestError(f"Debian archive unreachable and no cached kernel for {spec.series}")
         log(f"{spec.series}: archive unreachable, using cached {cached[0].release} ({cached[0].version})")
         return cached[0]
     version, packages = resolve(apt, spec, names)
     tag = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{packages[0]}_{version}")
-    root = CACHE_DIR / "kernels" / spec.series / tag
+    root = cache / "kernels" / spec.series / tag
     cached = Kernel.load(root)
     if cached:
         log(f"{spec.series}: {', '.join(packages)} {version} (cached)")
         return cached
     sizes = [int(apt.field(name, version, "Size")) for name in packages]
-    check_space(CACHE_DIR, sum(sizes) * (1 + UNPACK_FACTOR) + SPACE_MARGIN, f"kernel {spec.series}")
+    check_space(cache, sum(sizes) * (1 + UNPACK_FACTOR) + SPACE_MARGIN, f"kernel {spec.series}")
     with Timer() as t:
-        debs = [apt.download(name, version, CACHE_DIR / "debs") for name in packages]
+        debs = [apt.download(name, version, cache / "debs") for name in packages]
     log(f"{spec.series}: downloaded {', '.join(packages)} {version} ({sum(sizes) / 2**20:.0f} MiB) in {t.seconds:.1f}s")
     with Timer() as t:
         tmp = root.with_name(root.name + ".partial")
@@ -398,7 +405,7 @@ def fetch(apt: PrivateApt | None, spec: KernelSpec, names: list[str] | None) -> 
         kernel = Kernel(spec.series, release, version, [f"{n}={version}" for n in packages], tmp, image)
         kernel.modules  # noqa: B018 - raises if the modules are missing
         (tmp / "kernel.json").write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
-        for old in (CACHE_DIR / "kernels" / spec.series).iterdir():
+        for old in (cache / "kernels" / spec.series).iterdir():
             if old != tmp:
                 shutil.rmtree(old, ignore_errors=True)
         tmp.rename(root)
@@ -723,6 +730,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--fetch-only", action="store_true", help="resolve, download and unpack the kernels, then stop")
     p.add_argument("--check-deps", action="store_true", help="report missing host packages and exit (1 if any)")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing host packages; fail instead")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="downloads and unpacked kernels (default: %(default)s)")
+    p.add_argument("--archive", help="Debian archive URI (default: the one in the host's apt sources; URI-security for security suites)")
     p.add_argument("--offline", action="store_true", help="do not contact the archive; use cached kernels only")
     p.add_argument("--smp", type=int, default=2, help="guest CPUs (default: %(default)s)")
     p.add_argument("--memory", type=int, default=2048, help="guest memory in MiB (default: %(default)s)")
@@ -736,6 +745,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown kernel series {', '.join(unknown)} (known: {', '.join(known)})")
     args.specs = [known[s] for s in wanted]
+    args.cache_dir = args.cache_dir.resolve()
     return args  # fmt: skip
 
 
@@ -758,9 +768,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         apt: PrivateApt | None = None
         names: list[str] | None = None
         if not args.offline:
-            apt = PrivateApt(CACHE_DIR / "apt")
-            apt.write_sources(sorted({s for k in args.specs for s in k.suites}))
-            check_space(CACHE_DIR, SPACE_MARGIN, "the package index")
+            apt = PrivateApt(args.cache_dir / "apt")
+            apt.write_sources(sorted({s for k in args.specs for s in k.suites}), args.archive)
+            check_space(args.cache_dir, SPACE_MARGIN, "the package index")
             with Timer() as t:
                 ok = apt.update()
             if ok:
@@ -769,7 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kernels: list[Kernel] = []
         for spec in args.specs:
             with Timer() as t:
-                kernels.append(fetch(apt if names else None, spec, names))
+                kernels.append(fetch(args.cache_dir, apt if names else None, spec, names))
             log(f"{spec.series}: kernel {kernels[-1].release} ready ({t.seconds:.1f}s)")
         if args.fetch_only:
             log(f"fetched {len(kernels)} kernels in {total.seconds:.0f}s")
@@ -782,7 +792,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kernel in kernels:
             out = BUILD_DIR / kernel.series
             clear_dir(out)
-            initrd = CACHE_DIR / "initramfs" / f"{kernel.series}.cpio"
+            (out / "kernel.json").write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
+            initrd = args.cache_dir / "initramfs" / f"{kernel.series}.cpio"
             with Timer() as t:
                 mods = build_initramfs(kernel, args.cmd, initrd, args.root_cache, args.msize)
             log(f"{kernel.series}: initramfs {initrd.stat().st_size / 2**20:.1f} MiB, modules {' '.join(mods) or '-'} ({t.seconds:.1f}s)")

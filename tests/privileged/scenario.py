@@ -1,0 +1,139 @@
+"""Build real namespaces for tests and always tear them down (processes, fds, bind mounts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nstrack.kernel.tracker import Tracker
+from nstrack.model.replica import Change
+
+HELPER = str(Path(__file__).with_name("nshelper.py"))
+NS_FILE_UNSHARE = {"pid": "pid_for_children", "time": "time_for_children"}
+
+# Kernels free net and user namespaces from workqueues and pid namespaces after RCU: allow for that
+# (generously: the VM matrix runs under software emulation).
+ASYNC_FREE_GRACE = 20.0
+
+
+@dataclass
+class Made:
+    type: str
+    how: str
+    inum: int
+    member_pid: int
+    creator_tgid: int
+    proc: subprocess.Popen[str]
+    holders: list[str] = field(default_factory=list)
+
+    @property
+    def ns_file(self) -> str:
+        return NS_FILE_UNSHARE.get(self.type, self.type) if self.how == "unshare" else self.type
+
+    @property
+    def path(self) -> str:
+        return f"/proc/{self.member_pid}/ns/{self.ns_file}"
+
+    def end_process(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # our own helper only
+                self.proc.wait()
+
+
+@contextmanager
+def make_namespace(how: str, type_: str) -> Iterator[Made]:
+    proc = subprocess.Popen(
+        [sys.executable, HELPER, how, type_], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        parent = proc.pid
+        member = inum = None
+        for _ in range(2 if how == "clone" else 1):
+            line = proc.stdout.readline().split()
+            if not line:
+                raise RuntimeError(f"nshelper {how} {type_} failed (exit {proc.wait()})")
+            if line[0] == "parent":
+                parent, member = int(line[1]), int(line[2])
+            elif line[0] == "child":
+                inum = int(line[1])
+            else:
+                member, inum = int(line[0]), int(line[1])
+        assert member is not None and inum is not None
+        yield Made(type_, how, inum, member, parent, proc)
+    finally:
+        if proc.poll() is None:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def nsfs_fd(made: Made) -> Iterator[int]:
+    fd = os.open(made.path, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def bind_mount(made: Made) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="nstrack-test-") as d:
+        target = os.path.join(d, f"{made.type}-{made.inum}")
+        Path(target).touch()
+        subprocess.run(["mount", "--bind", made.path, target], check=True)
+        try:
+            yield target
+        finally:
+            subprocess.run(["umount", "-l", target], check=False)
+
+
+class Recorder:
+    """Pumps a tracker and keeps every change it reports."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.changes: list[Change] = []
+
+    def pump(self, seconds: float = 0.0) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            self.changes.extend(self.tracker.poll(0.05))
+            if time.monotonic() >= end:
+                return
+
+    def wait_for(self, pred: Callable[[Change], bool], timeout: float) -> list[Change]:
+        end = time.monotonic() + timeout
+        while True:
+            hits = [c for c in self.changes if pred(c)]
+            if hits or time.monotonic() >= end:
+                return hits
+            self.changes.extend(self.tracker.poll(0.1))
+
+    def mark(self) -> int:
+        self.pump()
+        return len(self.changes)
+
+    def since(self, mark: int) -> list[Change]:
+        return self.changes[mark:]
+
+
+def stack() -> ExitStack:
+    return ExitStack()

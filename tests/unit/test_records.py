@@ -1,0 +1,58 @@
+"""Record decoding, and the Python layouts against the compiled BPF object's own BTF."""
+
+from __future__ import annotations
+
+import pytest
+
+from nstrack.kernel.libbpf import struct_layout
+from nstrack.kernel.objects import bpf_object
+from nstrack.model.records import (
+    EVENT, NS_RECORD, TASK_RECORD, RecordError, decode_event, decode_ns_record, decode_tasks,
+)
+
+NET, USER = 0x40000000, 0x10000000
+
+
+@pytest.mark.parametrize(
+    ("struct", "fmt", "first", "last"),
+    [("ns_event", EVENT, ("ts_ns", 0), ("comm", 56)),
+     ("ns_record", NS_RECORD, ("ns_id", 0), ("owner_ns_id", 32)),
+     ("task_record", TASK_RECORD, ("pid", 0), ("comm", 48))],
+)
+def test_layouts_match_the_compiled_object(struct: str, fmt: object, first: tuple[str, int], last: tuple[str, int]) -> None:
+    size, members = struct_layout(bpf_object("nstrack"), struct)
+    assert size == fmt.size  # type: ignore[attr-defined]
+    assert members[first[0]] == first[1] and members[last[0]] == last[1]
+
+
+def test_event_round_trip() -> None:
+    raw = EVENT.pack(123, 4102, 9, 1, NET, 4026532178, 4026531837, 0, 88, 87, 6, b"unshare\0\0\0")
+    ev = decode_event(raw)
+    assert (ev.kind, ev.type, ev.inum, ev.ns_id, ev.pid, ev.tgid, ev.comm, ev.source) == (
+        "created", "net", 4026532178, 4102, 88, 87, "unshare", "unshare")
+    assert ev.name == "net:[4026532178]"
+    ev2 = decode_event(EVENT.pack(5, 0, 0, 2, USER, 7, 0, 0, 0, 0, 2, b""))
+    assert ev2.kind == "destroyed" and ev2.ns_id is None and ev2.source == "tree_remove"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"short", EVENT.pack(1, 1, 1, 9, NET, 1, 1, 0, 1, 1, 1, b""), EVENT.pack(1, 1, 1, 1, 0x3, 1, 1, 0, 1, 1, 1, b"")],
+    ids=["truncated", "bad-kind", "bad-type"],
+)
+def test_bad_event_records_raise(raw: bytes) -> None:
+    with pytest.raises(RecordError):
+        decode_event(raw)
+
+
+def test_ns_record_and_tasks() -> None:
+    r = decode_ns_record(NS_RECORD.pack(3, NET, 4026531840, 4026531837, 0, 5, 0, 1))
+    assert (r.type, r.inum, r.ns_id, r.refcount, r.owner_ns_id) == ("net", 4026531840, 3, 5, 1)
+    inums = (10, 11, 12, 13, 14, 15, 16, 17, 14, 17)
+    data = TASK_RECORD.pack(7, 7, *inums, b"sleep") * 2
+    tasks = decode_tasks(data)
+    assert len(tasks) == 2 and tasks[0].comm == "sleep"
+    assert tasks[0].namespaces() == [("net", 10), ("mnt", 11), ("uts", 12), ("ipc", 13), ("pid", 14),
+                                     ("user", 15), ("cgroup", 16), ("time", 17)]
+    with pytest.raises(RecordError, match="multiple"):
+        decode_tasks(data[:-1])
