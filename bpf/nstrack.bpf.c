@@ -41,6 +41,7 @@ __u32 scan_has_lists = 0; /* 1 when this kernel has the 6.18+ namespace lists */
 struct ns_event *unused_ns_event __attribute__((unused));
 struct ns_record *unused_ns_record __attribute__((unused));
 struct task_record *unused_task_record __attribute__((unused));
+struct file_record *unused_file_record __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -75,6 +76,10 @@ struct {
 /* Layout flavours of older kernels (CO-RE picks whichever matches). */
 struct ns_common___v511 {       /* 5.11 .. 6.17: one refcount in ns_common */
 	refcount_t count;
+} __attribute__((preserve_access_index));
+
+struct proc_ns_operations___old { /* before 6.18 the type lived in the ops */
+	int type;
 } __attribute__((preserve_access_index));
 
 struct uts_namespace___v510 {   /* 5.10: refcount in the namespace itself */
@@ -235,9 +240,9 @@ int BPF_PROG(destroy_##fn, T *ns)                                               
 
 FENTRY_FREE(__put_net, CLONE_NEWNET, struct net)
 FENTRY_FREE(free_uts_ns, CLONE_NEWUTS, struct uts_namespace) /* 5.10 passes &ns->kref: at offset 0 */
-FENTRY_FREE(free_ipc_ns, CLONE_NEWIPC, struct ipc_namespace)
+FENTRY_FREE(shm_exit_ns, CLONE_NEWIPC, struct ipc_namespace)     /* called once from free_ipc_ns */
+FENTRY_FREE(mq_clear_sbinfo, CLONE_NEWIPC, struct ipc_namespace) /* called at the last put */
 FENTRY_FREE(free_mnt_ns, CLONE_NEWNS, struct mnt_namespace)
-FENTRY_FREE(destroy_pid_namespace, CLONE_NEWPID, struct pid_namespace)
 FENTRY_FREE(__put_user_ns, CLONE_NEWUSER, struct user_namespace)
 FENTRY_FREE(free_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
 FENTRY_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace)
@@ -341,9 +346,9 @@ int BPF_KPROBE(kp_destroy_##fn, T *ns)                                          
 
 KP_FREE(__put_net, CLONE_NEWNET, struct net)
 KP_FREE(free_uts_ns, CLONE_NEWUTS, struct uts_namespace)
-KP_FREE(free_ipc_ns, CLONE_NEWIPC, struct ipc_namespace)
+KP_FREE(shm_exit_ns, CLONE_NEWIPC, struct ipc_namespace)
+KP_FREE(mq_clear_sbinfo, CLONE_NEWIPC, struct ipc_namespace)
 KP_FREE(free_mnt_ns, CLONE_NEWNS, struct mnt_namespace)
-KP_FREE(destroy_pid_namespace, CLONE_NEWPID, struct pid_namespace)
 KP_FREE(__put_user_ns, CLONE_NEWUSER, struct user_namespace)
 KP_FREE(free_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
 KP_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace)
@@ -594,6 +599,59 @@ int scan_tasks(struct bpf_iter__task *ctx)
 		rec.inum[NSTRACK_SLOT_PID] = active ? BPF_CORE_READ(active, ns.inum) : 0;
 	}
 	bpf_probe_read_kernel_str(rec.comm, sizeof(rec.comm), t->comm);
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+#define NSFS_MAGIC 0x6e736673
+#define S_IFMT   00170000
+#define S_IFSOCK 0140000
+
+/* The CLONE_NEW* type of any namespace, on every kernel. */
+static __always_inline __u32 any_type_of(struct ns_common *ns)
+{
+	struct proc_ns_operations___old *ops;
+
+	if (bpf_core_field_exists(ns->ns_type))
+		return BPF_CORE_READ(ns, ns_type);
+	ops = (void *)BPF_CORE_READ(ns, ops);
+	return BPF_CORE_READ(ops, type);
+}
+
+/* Every nsfs file and every socket of every process (threads sharing a file table are skipped). */
+SEC("iter/task_file")
+int scan_files(struct bpf_iter__task_file *ctx)
+{
+	struct file *f = ctx->file;
+	struct task_struct *t = ctx->task;
+	struct file_record rec = {};
+	struct inode *inode;
+
+	if (!f || !t)
+		return 0;
+	inode = BPF_CORE_READ(f, f_inode);
+	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFSOCK) {
+		struct socket *sock = BPF_CORE_READ(f, private_data);
+		struct net *net = BPF_CORE_READ(sock, sk, __sk_common.skc_net.net);
+
+		if (!net)
+			return 0;
+		rec.kind = NSTRACK_FILE_SOCKET;
+		rec.ns_type = CLONE_NEWNET;
+		rec.inum = BPF_CORE_READ(net, ns.inum);
+	} else if (BPF_CORE_READ(inode, i_sb, s_magic) == NSFS_MAGIC) {
+		struct ns_common *ns = BPF_CORE_READ(inode, i_private);
+
+		if (!ns)
+			return 0;
+		rec.kind = NSTRACK_FILE_NSFS;
+		rec.ns_type = any_type_of(ns);
+		rec.inum = BPF_CORE_READ(ns, inum);
+	} else {
+		return 0;
+	}
+	rec.tgid = t->tgid;
+	rec.fd = ctx->fd;
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }

@@ -70,4 +70,18 @@ struct task_record {
 	char comm[NSTRACK_COMM_LEN];
 };
 
+/* file_record.kind */
+#define NSTRACK_FILE_NSFS   1 /* an open nsfs file (/proc/PID/ns/X, or a bind-mounted one opened) */
+#define NSTRACK_FILE_SOCKET 2 /* a socket: holds its network namespace */
+
+/* One interesting open file, written by the scan_files iterator. 24 bytes. */
+struct file_record {
+	__u32 tgid;
+	__u32 fd;
+	__u32 kind;
+	__u32 ns_type;
+	__u32 inum;
+	__u32 pad;
+};
+
 #endif /* NSTRACK_H */

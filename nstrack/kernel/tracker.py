@@ -14,7 +14,6 @@ Modes:
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Callable
@@ -22,27 +21,17 @@ from dataclasses import dataclass, field
 
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
-from ..model.records import TASK_SOURCES, NSRecord, TaskRecord, decode_event, decode_ns_record, decode_tasks
-from ..model.replica import Change, Replica, boot_ns
+from ..model.records import TASK_SOURCES, decode_event
+from ..model.replica import Change, Replica
 from . import hooks
-from .libbpf import BPFError, BPFLink, BPFObject, RingBuffer
+from .libbpf import BPFObject, RingBuffer
 from .objects import bpf_object
 from .probe import Findings
-from .procscan import proc_scan
+from .scanner import Scan, Scanner, procfs_scan
 
 log = logging.getLogger(__name__)
 
 HEAL_SECONDS = 60.0  # rescan interval in the event modes, where rescans only heal
-
-
-@dataclass
-class Scan:
-    start_ns: int
-    seconds: float
-    namespaces: list[NSRecord]
-    tasks: list[TaskRecord]
-    complete: bool
-    method: str  # "ns-lists" (6.18+ in-kernel walk), "tasks" (task iterator only) or "procfs"
 
 
 @dataclass
@@ -66,7 +55,6 @@ class Plan:
     attach: list[tuple[str, str | None]]  # (program, kprobe target or None)
     event_types: dict[str, set[str]]  # type -> accepted event sources ("any" or TASK_SOURCES)
     rescan_types: set[str]  # types whose frees only rescans find
-    uses_iter: bool
 
 
 def plan_for(findings: Findings) -> Plan:
@@ -103,7 +91,7 @@ def plan_for(findings: Findings) -> Plan:
             rescan_types.add(t)
     if d.mode == "procfs":
         rescan_types = set(d.per_type)
-    return Plan(d.mode, attach, event_types, rescan_types, uses_iter=d.mode != "procfs")
+    return Plan(d.mode, attach, event_types, rescan_types)
 
 
 class Tracker:
@@ -127,12 +115,9 @@ class Tracker:
         self.stats = Stats()
         self._obj: BPFObject | None = None
         self._events: RingBuffer | None = None
-        self._scan_rb: RingBuffer | None = None
-        self._scan_buf: list[bytes] = []
-        self._iter: BPFLink | None = None
+        self.scanner: Scanner | None = None
         self._next_rescan = 0.0
         self._lost_seen = 0
-        self._lost_scan_seen = 0
         self._pending: list[Change] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -146,6 +131,7 @@ class Tracker:
         """Load, attach, scan; returns the start-up changes (the initial replica)."""
         if self.mode != "procfs":
             self._load()
+            self.scanner = Scanner()
         changes = self.drain()
         changes += self.rescan(startup=True)
         changes += self.drain()
@@ -154,29 +140,28 @@ class Tracker:
     def _load(self) -> None:
         obj = BPFObject.open(bpf_object("nstrack"))
         try:
-            names = [p for p, _ in self.plan.attach] + (["scan_tasks"] if self.plan.uses_iter else [])
-            obj.only(*dict.fromkeys(names))
+            obj.only(*dict.fromkeys(p for p, _ in self.plan.attach))
             obj.map("events").max_entries = self.ringbuf_bytes
+            obj.map("scan_rb").max_entries = 4096  # unused here: the Scanner has its own
             obj.load()
             self._events = obj.ring_buffer("events", self._on_event)
-            self._scan_rb = obj.ring_buffer("scan_rb", self._scan_buf.append)
             for prog, target in self.plan.attach:
                 p = obj.program(prog)
                 p.attach_kprobe(target) if target else p.attach()
                 self.stats.attached.append(f"{prog}:{target}" if target else f"{prog} ({p.section})")
-            if self.plan.uses_iter:
-                self._iter = obj.program("scan_tasks").attach_iter()
         except BaseException:
             obj.close()
             raise
         self._obj = obj
 
     def close(self) -> None:
+        if self.scanner is not None:
+            self.scanner.close()
+            self.scanner = None
         if self._obj is not None:
             self._obj.close()
             self._obj = None
-        self._events = self._scan_rb = None
-        self._iter = None
+        self._events = None
 
     def __enter__(self) -> Tracker:
         return self
@@ -235,34 +220,13 @@ class Tracker:
 
     # ------------------------------------------------------------------ scans
 
-    def scan(self) -> Scan:
+    def scan(self, holders: bool = False) -> Scan:
         """One scan of every namespace this mode can enumerate (does not touch the replica)."""
-        t0, start = time.perf_counter(), boot_ns()
-        if self._iter is None or self._obj is None:
-            ns, tasks = proc_scan()
-            return Scan(start, time.perf_counter() - t0, ns, tasks, False, "procfs")
-        self._scan_buf.clear()
-        for attempt in range(3):
-            try:
-                data = self._iter.read_iter()
-                break
-            except BPFError as exc:  # a task vanished mid-read can make the kernel say EAGAIN
-                if exc.errno != errno.EAGAIN or attempt == 2:
-                    raise
-        assert self._scan_rb is not None
-        self._scan_rb.consume()
-        tasks = decode_tasks(data)
-        lost_scan = self._read_global("lost_scan")
-        lost_now, self._lost_scan_seen = lost_scan - self._lost_scan_seen, lost_scan
-        self.stats.lost_scan += lost_now
-        if self._read_global("scan_has_lists"):
-            ns = [decode_ns_record(r) for r in self._scan_buf]
-            method, complete = "ns-lists", lost_now == 0
-        else:
-            ns = namespaces_of_tasks(tasks)
-            method, complete = "tasks", False
-        self._scan_buf.clear()
-        return Scan(start, time.perf_counter() - t0, ns, tasks, complete, method)
+        if self.scanner is None:
+            return procfs_scan()
+        s = self.scanner.scan(holders=holders)
+        self.stats.lost_scan = self.scanner.lost_total
+        return s
 
     def rescan(self, startup: bool = False) -> list[Change]:
         s = self.scan()
@@ -275,9 +239,3 @@ class Tracker:
         return self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
 
 
-def namespaces_of_tasks(tasks: list[TaskRecord]) -> list[NSRecord]:
-    seen: dict[tuple[str, int], NSRecord] = {}
-    for t in tasks:
-        for type_, inum in t.namespaces():
-            seen.setdefault((type_, inum), NSRecord(type_, inum, None, 0, 0, None))
-    return list(seen.values())

@@ -136,3 +136,35 @@ def decode_tasks(data: bytes) -> list[TaskRecord]:
         comm = fields[12].split(b"\0", 1)[0].decode(errors="replace")
         out.append(TaskRecord(fields[0], fields[1], tuple(fields[2:12]), comm))
     return out
+
+
+FILE_RECORD = struct.Struct("<IIIIII")  # struct file_record, 24 bytes
+FILE_KINDS = {1: "nsfs", 2: "socket"}
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    tgid: int
+    fd: int
+    kind: str  # "nsfs" | "socket"
+    type: str
+    inum: int
+
+
+def decode_files(data: bytes) -> list[FileRecord]:
+    if len(data) % FILE_RECORD.size:
+        raise RecordError(f"file records: {len(data)} bytes is not a multiple of {FILE_RECORD.size}")
+    out = []
+    for tgid, fd, kind, flag, inum, _pad in FILE_RECORD.iter_unpack(data):
+        out.append(FileRecord(tgid, fd, FILE_KINDS.get(kind, str(kind)), _type_name(flag), inum))
+    return out
+
+
+@dataclass(frozen=True)
+class MountRecord:
+    """An nsfs bind mount: namespace ``type:[inum]`` mounted at ``path`` inside mount namespace ``mnt_ns``."""
+
+    mnt_ns: int
+    path: str
+    type: str
+    inum: int

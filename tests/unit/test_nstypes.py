@@ -32,3 +32,21 @@ def test_hook_table_prefers_generic_hooks() -> None:
     assert r["net"].create == "copy_net_ns" and r["net"].destroy == "__put_net"
     assert hooks.hooked_types({"copy_net_ns"}) == frozenset()
     assert hooks.hooked_types({"copy_net_ns", "__put_net", "copy_utsname"}) == {"net"}
+
+
+def test_every_hook_candidate_has_its_programs() -> None:
+    """The hook table and bpf/nstrack.bpf.c agree: each candidate has fentry and kprobe programs."""
+    from nstrack.kernel.libbpf import BPFObject
+    from nstrack.kernel.objects import bpf_object
+
+    with BPFObject.open(bpf_object("nstrack")) as obj:
+        programs = {p.name: p.section for p in obj.programs()}
+    for creates, destroys in hooks.PER_TYPE.values():
+        for fn in creates:
+            assert programs[f"create_{fn}"] == f"fexit/{fn}"
+            assert programs[f"kp_create_{fn}"] == f"kretprobe/{fn}"
+        for fn in destroys:
+            assert programs[f"destroy_{fn}"] == f"fentry/{fn}"
+            assert programs[f"kp_destroy_{fn}"] == f"kprobe/{fn}"
+    assert programs["tree_add"] == "fentry/__ns_tree_add_raw"
+    assert programs["tree_remove"] == "fentry/__ns_tree_remove"

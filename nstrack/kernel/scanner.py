@@ -1,0 +1,140 @@
+"""One scan of every namespace and its holders, the code shared by start-up, rescans and snapshots.
+
+- 6.18+: the in-kernel walk of every namespace list (complete), from the ``scan_tasks`` iterator.
+- older kernels: tasks, nsfs fds, sockets, nsfs bind mounts and owner links (complete only for what
+  something in that list holds; the result says so).
+- no BPF: /proc, like lsns (marked incomplete).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass, field
+
+from ..model.records import (
+    FileRecord, MountRecord, NSRecord, TaskRecord, decode_files, decode_ns_record, decode_tasks,
+)
+from ..model.replica import boot_ns
+from .libbpf import BPFError, BPFLink, BPFObject
+from .mounts import nsfs_mounts
+from .objects import bpf_object
+from .procscan import proc_scan
+
+
+@dataclass
+class Scan:
+    start_ns: int
+    seconds: float
+    namespaces: list[NSRecord]
+    tasks: list[TaskRecord]
+    complete: bool
+    method: str  # "ns-lists", "tasks" or "procfs"
+    files: list[FileRecord] = field(default_factory=list)
+    mounts: list[MountRecord] = field(default_factory=list)
+    holders_scanned: bool = False
+    incomplete_reasons: list[str] = field(default_factory=list)
+
+
+def _read(link: BPFLink) -> bytes:
+    for attempt in range(3):
+        try:
+            return link.read_iter()
+        except BPFError as exc:  # a task that exits mid-read can make the kernel answer EAGAIN
+            if exc.errno != errno.EAGAIN or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class Scanner:
+    """Loads the scan iterators once; ``scan()`` may be called any number of times."""
+
+    def __init__(self, scan_ringbuf_bytes: int = 1 << 23) -> None:
+        obj = BPFObject.open(bpf_object("nstrack"))
+        try:
+            obj.only("scan_tasks", "scan_files")
+            obj.map("scan_rb").max_entries = scan_ringbuf_bytes
+            obj.load()
+            self._buf: list[bytes] = []
+            self._rb = obj.ring_buffer("scan_rb", self._buf.append)
+            self._tasks = obj.program("scan_tasks").attach_iter()
+            self._files = obj.program("scan_files").attach_iter()
+        except BaseException:
+            obj.close()
+            raise
+        self._obj = obj
+        self._lost_seen = 0
+        self.lost_total = 0
+
+    def close(self) -> None:
+        self._obj.close()
+
+    def __enter__(self) -> Scanner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def scan(self, holders: bool = False) -> Scan:
+        """Namespaces and member tasks; with ``holders``, also nsfs fds, sockets and bind mounts."""
+        t0, start = time.perf_counter(), boot_ns()
+        self._buf.clear()
+        tasks = decode_tasks(_read(self._tasks))
+        self._rb.consume()
+        lost = self._obj.read_global("lost_scan")
+        lost_now, self._lost_seen = lost - self._lost_seen, lost
+        self.lost_total += lost_now
+        reasons: list[str] = []
+        files: list[FileRecord] = []
+        mounts: list[MountRecord] = []
+        if holders:
+            files = decode_files(_read(self._files))
+            mounts, unread = nsfs_mounts(_mnt_readers(tasks))
+            if unread:
+                reasons.append(f"{len(unread)} mount namespaces without a member task: their bind mounts unread")
+        if self._obj.read_global("scan_has_lists"):
+            namespaces = [decode_ns_record(r) for r in self._buf]
+            method, complete = "ns-lists", lost_now == 0
+            if lost_now:
+                reasons.append(f"scan ring buffer full: {lost_now} namespaces not reported")
+        else:
+            namespaces = derive_namespaces(tasks, files, mounts)
+            method, complete = "tasks", False
+            reasons.append(
+                "kernel without namespace lists (before 6.18): namespaces are found through tasks"
+                + (", nsfs fds, sockets and bind mounts" if holders else "")
+                + "; those kept alive only by kernel references or other namespaces can be missed"
+            )
+        self._buf.clear()
+        return Scan(start, time.perf_counter() - t0, namespaces, tasks, complete, method, files, mounts,
+                    holders, reasons)
+
+
+def _mnt_readers(tasks: list[TaskRecord]) -> list[tuple[int, int]]:
+    return [(t.inums[1], t.tgid) for t in tasks if t.inums[1]]
+
+
+def derive_namespaces(
+    tasks: list[TaskRecord], files: list[FileRecord] = (), mounts: list[MountRecord] = ()  # type: ignore[assignment]
+) -> list[NSRecord]:
+    seen: dict[tuple[str, int], NSRecord] = {}
+    for t in tasks:
+        for type_, inum in t.namespaces():
+            seen.setdefault((type_, inum), NSRecord(type_, inum, None, 0, 0, None))
+    for f in files:
+        seen.setdefault((f.type, f.inum), NSRecord(f.type, f.inum, None, 0, 0, None))
+    for m in mounts:
+        seen.setdefault((m.type, m.inum), NSRecord(m.type, m.inum, None, 0, 0, None))
+    return list(seen.values())
+
+
+def procfs_scan() -> Scan:
+    t0, start = time.perf_counter(), boot_ns()
+    namespaces, tasks = proc_scan()
+    mounts, _ = nsfs_mounts(_mnt_readers(tasks))
+    for m in mounts:
+        if not any(n.type == m.type and n.inum == m.inum for n in namespaces):
+            namespaces.append(NSRecord(m.type, m.inum, None, 0, 0, None))
+    return Scan(start, time.perf_counter() - t0, namespaces, tasks, False, "procfs", [], mounts, True,
+                ["no BPF: /proc only (like lsns); namespaces held only by fds of processes, sockets, "
+                 "child namespaces or kernel references are missed, and no creators are known"])

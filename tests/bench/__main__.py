@@ -1,0 +1,118 @@
+"""`make bench`: lifecycle overhead of nstrack, as ratios against a run without it.
+
+Each round runs the workload without and with a live tracker (order alternating between rounds), so
+both see the same machine noise; the result is the ratio of median rates. Written to
+build/bench/lifecycle.json with the kernel and mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from nstrack.kernel.probe import investigate
+from nstrack.kernel.tracker import Tracker
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "build" / "bench"
+WORKLOAD = str(Path(__file__).with_name("workload.py"))
+ROUNDS = int(os.environ.get("NSTRACK_BENCH_ROUNDS", "7"))
+SECONDS = float(os.environ.get("NSTRACK_BENCH_SECONDS", "1.0"))
+
+
+def run_workload(kind: str) -> float:
+    r = subprocess.run([sys.executable, WORKLOAD, kind, str(SECONDS)], capture_output=True, text=True, check=True)
+    return int(r.stdout) / SECONDS
+
+
+class Live:
+    """A tracker polling in a background thread, as `nstrack watch` or `serve` would run it."""
+
+    def __init__(self) -> None:
+        self.tracker = Tracker(investigate())
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.tracker.poll(0.2)
+
+    def __enter__(self) -> Tracker:
+        self.tracker.start()
+        self.thread.start()
+        return self.tracker
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.tracker.close()
+
+
+def measure(kind: str) -> dict[str, Any]:
+    without: list[float] = []
+    with_: list[float] = []
+    cpu_per_1000: list[float] = []
+    lost = events = 0
+    for i in range(ROUNDS):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        for tracked in order:
+            if not tracked:
+                without.append(run_workload(kind))
+                continue
+            with Live() as tracker:
+                e0, c0 = tracker.stats.events, time.process_time()
+                rate = run_workload(kind)
+                time.sleep(0.3)  # let the poller drain what the workload produced
+                ev, cpu = tracker.stats.events - e0, time.process_time() - c0
+                lost += tracker.stats.lost_events
+                events += ev
+                with_.append(rate)
+                if ev:
+                    cpu_per_1000.append(cpu / ev * 1000)
+    ratio = statistics.median(with_) / statistics.median(without)
+    return {
+        "workload": kind,
+        "rounds": ROUNDS,
+        "seconds_per_run": SECONDS,
+        "rate_without_median": round(statistics.median(without), 1),
+        "rate_with_median": round(statistics.median(with_), 1),
+        "ratio": round(ratio, 4),
+        "events": events,
+        "lost_events": lost,
+        "nstrack_cpu_seconds_per_1000_events": round(statistics.median(cpu_per_1000), 4) if cpu_per_1000 else None,
+        "rates_without": [round(x, 1) for x in without],
+        "rates_with": [round(x, 1) for x in with_],
+    }
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    findings = investigate()
+    result = {
+        "kernel": os.uname().release,
+        "mode": findings.decision.mode,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "targets": {"churn": 0.97, "fork": 0.98},
+        "results": [measure("churn"), measure("fork")],
+    }
+    for r in result["results"]:
+        r["target"] = result["targets"][r["workload"]]
+        r["meets_target"] = r["ratio"] >= r["target"] and r["lost_events"] == 0
+    (OUT / "lifecycle.json").write_text(json.dumps(result, indent=2) + "\n")
+    for r in result["results"]:
+        print(f"{r['workload']:<6} ratio {r['ratio']:.3f} (target {r['target']}), "
+              f"{r['rate_with_median']:.0f} vs {r['rate_without_median']:.0f} ops/s, "
+              f"lost {r['lost_events']}, nstrack CPU {r['nstrack_cpu_seconds_per_1000_events']} s/1000 events")
+    print(f"written: {OUT / 'lifecycle.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
