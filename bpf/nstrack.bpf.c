@@ -599,6 +599,7 @@ int scan_tasks(struct bpf_iter__task *ctx)
 		rec.inum[NSTRACK_SLOT_PID] = active ? BPF_CORE_READ(active, ns.inum) : 0;
 	}
 	bpf_probe_read_kernel_str(rec.comm, sizeof(rec.comm), t->comm);
+	rec.uid = BPF_CORE_READ(t, real_cred, uid.val);
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }

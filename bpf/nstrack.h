@@ -62,12 +62,14 @@ struct ns_record {
 #define NSTRACK_SLOTS 10
 
 /* One task (thread-group leader, or a thread whose namespaces differ from its leader's), written
- * to the scan iterator's output. 64 bytes. */
+ * to the scan iterator's output. 72 bytes. */
 struct task_record {
 	__u32 pid;
 	__u32 tgid;
 	__u32 inum[NSTRACK_SLOTS];
 	char comm[NSTRACK_COMM_LEN];
+	__u32 uid;         /* real uid, in the initial user namespace */
+	__u32 pad;
 };
 
 /* file_record.kind */

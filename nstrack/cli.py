@@ -63,6 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--rescan", type=float, default=None, metavar="SECONDS",
                    help="rescan interval that bounds free latency in tracepoint/procfs mode (default 2)")
     w.add_argument("--seconds", dest="count", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
+    sn = sub.add_parser(
+        "snapshot",
+        help="every live namespace with its holders, as one JSON document (/proc/namespaces equivalent)",
+        description="Scan now and print one JSON document: kernel, mode, time, complete, and every live "
+        "namespace named type:[inum] with owner, holders (tasks, fds, mounts, sockets, children), orphaned, "
+        "and first-seen time. The schema is in nstrack/schema/snapshot.schema.json.",
+    )
+    sn.add_argument("--userns", type=int, metavar="INUM",
+                    help="only namespaces owned by this user namespace or its descendants (the patchset's rule)")
+    sn.add_argument("-t", "--type", dest="types", action="append", type=_type_arg, metavar="TYPE")
+    sn.add_argument("--orphaned", action="store_true", help="only namespaces with no process inside")
+    sn.add_argument("--mode", choices=["procfs"], help="procfs: scan /proc without BPF (incomplete)")
+
+    ls = sub.add_parser(
+        "ls",
+        help="lsns-like table of every namespace, with holders and orphans",
+        description="Like lsns, but complete: also namespaces held only by an nsfs fd, a bind mount, a socket or "
+        "a child namespace. Columns: " + ", ".join(__import__("nstrack.views.table", fromlist=["COLUMNS"]).COLUMNS),
+    )
+    ls.add_argument("-t", "--type", dest="types", action="append", type=_type_arg, metavar="TYPE")
+    ls.add_argument("--orphaned", action="store_true", help="only namespaces with no process inside")
+    ls.add_argument("-o", "--output", metavar="COLUMNS", help="comma-separated columns")
+    ls.add_argument("--json", action="store_true", help="JSON output")
+    ls.add_argument("--mode", choices=["procfs"], help="procfs: scan /proc without BPF (incomplete)")
+
+    sh = sub.add_parser(
+        "show",
+        help="one namespace with every holder, and what keeps it alive",
+        description="NS is type:[inum] (net:[4026531840]), a bare inode number, or an ns_id (6.18+).",
+    )
+    sh.add_argument("ns", metavar="NS")
+    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--mode", choices=["procfs"], help="procfs: scan /proc without BPF (incomplete)")
     return p
 
 
@@ -94,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .views.watch import cmd_watch
 
         return cmd_watch(args)
+    if args.cmd in ("snapshot", "ls", "show"):
+        from .views import snapshot_cmd
+
+        return int(getattr(snapshot_cmd, f"cmd_{args.cmd}")(args))
     parser.error(f"unknown command {args.cmd}")
     return EXIT_USAGE
 

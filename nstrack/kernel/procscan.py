@@ -31,12 +31,18 @@ def proc_scan(proc: str = "/proc") -> tuple[list[NSRecord], list[TaskRecord]]:
                 inums.append(0)
         if not any(inums):
             continue  # gone, a kernel thread we may not inspect, or no permission
+        comm, uid = "", 0
         try:
-            with open(f"{proc}/{pid}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            comm = ""
-        t = TaskRecord(pid, pid, tuple(inums), comm)
+            with open(f"{proc}/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("Name:"):
+                        comm = line.split(None, 1)[1].strip() if len(line.split()) > 1 else ""
+                    elif line.startswith("Uid:"):
+                        uid = int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            pass
+        t = TaskRecord(pid, pid, tuple(inums), comm, uid)
         tasks.append(t)
         for type_, inum in t.namespaces():
             found.setdefault((type_, inum), NSRecord(type_, inum, None, 0, 0, None))

@@ -18,7 +18,7 @@ TASK_SOURCES = {"fork", "unshare"}  # tracepoint-mode sources (used for per-type
 
 EVENT = struct.Struct("<QQQIIIIIIII16s")  # struct ns_event, 72 bytes
 NS_RECORD = struct.Struct("<QIIIIIIQ")  # struct ns_record, 40 bytes
-TASK_RECORD = struct.Struct("<II10I16s")  # struct task_record, 64 bytes
+TASK_RECORD = struct.Struct("<II10I16sII")  # struct task_record, 72 bytes
 
 # task_record.inum slots, in bpf/nstrack.h order: (type, proc file name)
 SLOTS: tuple[tuple[str, str], ...] = (
@@ -118,6 +118,7 @@ class TaskRecord:
     tgid: int
     inums: tuple[int, ...]  # SLOTS order; 0 = unknown
     comm: str
+    uid: int = 0
 
     def namespaces(self) -> list[tuple[str, int]]:
         """(type, inum) of every namespace this task holds, without repeats."""
@@ -134,7 +135,7 @@ def decode_tasks(data: bytes) -> list[TaskRecord]:
     out = []
     for fields in TASK_RECORD.iter_unpack(data):
         comm = fields[12].split(b"\0", 1)[0].decode(errors="replace")
-        out.append(TaskRecord(fields[0], fields[1], tuple(fields[2:12]), comm))
+        out.append(TaskRecord(fields[0], fields[1], tuple(fields[2:12]), comm, fields[13]))
     return out
 
 

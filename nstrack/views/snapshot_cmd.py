@@ -1,0 +1,157 @@
+"""``nstrack snapshot``, ``ls`` and ``show``: one scan, rendered."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from ..model.nstypes import UnknownNamespaceType, parse_name
+from ..model.snapshot import NamespaceEntry, Snapshot, build
+
+# nsfs inode numbers: fixed ones for init namespaces just below PROC_DYNAMIC_FIRST (0xF0000000),
+# dynamic ones above; ns_ids (6.18+) are small counters. So large numbers are inums.
+INUM_MIN = 0xEFFFFF00
+
+
+class ScanError(Exception):
+    pass
+
+
+def take_snapshot(mode: str | None, *, userns: int | None = None, types: set[str] | None = None,
+                  orphaned_only: bool = False) -> tuple[Snapshot, dict[int, int]]:
+    """Scan now and build the snapshot (``mode='procfs'`` scans /proc without BPF)."""
+    from ..kernel.host import effective_caps, missing_bpf_caps
+    from ..kernel.libbpf import BPFError
+    from ..kernel.scanner import Scanner, procfs_scan
+
+    if mode == "procfs":
+        scan = procfs_scan()
+    else:
+        try:
+            with Scanner() as scanner:
+                scan = scanner.scan(holders=True)
+        except BPFError as exc:
+            missing = missing_bpf_caps(effective_caps())
+            why = f"missing {', '.join(missing)}" if missing else str(exc).split("\n")[0]
+            raise ScanError(f"cannot scan with BPF: {why}. Run as root, or use --mode procfs "
+                            "(no BPF, incomplete)") from None
+    snap = build(
+        kernel=os.uname().release,
+        mode="procfs" if scan.method == "procfs" else "oneshot",
+        method=scan.method,
+        namespaces=scan.namespaces,
+        tasks=scan.tasks,
+        files=scan.files,
+        mounts=scan.mounts,
+        complete=scan.complete,
+        incomplete_reasons=scan.incomplete_reasons,
+        scan_time=time.time(),
+        userns=userns,
+        types=types,
+        orphaned_only=orphaned_only,
+    )
+    return snap, {t.tgid: t.uid for t in scan.tasks}
+
+
+def parse_ns_arg(text: str) -> tuple[str | None, int | None, int | None]:
+    """``net:[N]`` -> (type, inum, None); a number >= 0xEFFFFF00 -> inum; a smaller one -> ns_id."""
+    t = text.strip()
+    if t.isdigit():
+        n = int(t)
+        return (None, n, None) if n >= INUM_MIN else (None, None, n)
+    type_, inum = parse_name(t)
+    return type_, inum, None
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    try:
+        snap, _ = take_snapshot(args.mode, userns=args.userns, types=set(args.types or []) or None,
+                                orphaned_only=args.orphaned)
+    except ScanError as exc:
+        print(f"nstrack snapshot: {exc}", file=sys.stderr)
+        return 1
+    print(snap.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .table import DEFAULT_COLUMNS, json_rows, parse_columns, render, rows
+
+    try:
+        columns = parse_columns(args.output) if args.output else DEFAULT_COLUMNS
+    except ValueError as exc:
+        print(f"nstrack ls: {exc}", file=sys.stderr)
+        return 2
+    try:
+        snap, uids = take_snapshot(args.mode, types=set(args.types or []) or None, orphaned_only=args.orphaned)
+    except ScanError as exc:
+        print(f"nstrack ls: {exc}", file=sys.stderr)
+        return 1
+    rs = rows(snap, uids)
+    if args.json:
+        print(json.dumps(json_rows(rs, columns), indent=2))
+    else:
+        print(render(rs, columns))
+        if not snap.complete:
+            print(f"(incomplete: {'; '.join(snap.incomplete_reasons)})", file=sys.stderr)
+    return 0
+
+
+def describe(e: NamespaceEntry) -> str:
+    out = [f"{e.name}" + (f"  id {e.ns_id}" if e.ns_id is not None else "")]
+    out.append(f"  type:      {e.type}")
+    if e.owner:
+        out.append(f"  owner:     {e.owner}")
+    if e.parent:
+        out.append(f"  parent:    {e.parent}")
+    if e.refcount is not None:
+        out.append(f"  refcount:  {e.refcount}")
+    out.append(f"  orphaned:  {'yes' if e.orphaned else 'no'}")
+    if e.created:
+        out.append(f"  created:   {e.created.isoformat()}")
+    if e.creator:
+        out.append(f"  creator:   {e.creator.comm} (pid {e.creator.tgid})")
+    out.append(f"  first seen: {e.first_seen.isoformat()}")
+    h = e.holders
+    out.append(f"  tasks ({len(h.tasks)}):")
+    out += [f"    pid {t.pid} {t.comm}" + (f" ({t.role})" if t.role != "member" else "") for t in h.tasks]
+    out.append(f"  nsfs fds ({len(h.fds)}):")
+    out += [f"    pid {f.pid} {f.comm} fd {f.fd}" for f in h.fds]
+    out.append(f"  bind mounts ({len(h.mounts)}):")
+    out += [f"    {m.path} in {m.mnt_ns}" for m in h.mounts]
+    out.append(f"  sockets ({sum(s.count for s in h.sockets)}):")
+    out += [f"    pid {s.pid} {s.comm}: {s.count}" for s in h.sockets]
+    out.append(f"  child namespaces ({len(h.children)}):")
+    out += [f"    {c}" for c in h.children]
+    if e.orphaned and e.keeps_alive:
+        out.append(f"  what keeps it alive: {e.keeps_alive}")
+    return "\n".join(out)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    try:
+        type_, inum, ns_id = parse_ns_arg(args.ns)
+    except (ValueError, UnknownNamespaceType) as exc:
+        print(f"nstrack show: {exc}; give type:[inum] (net:[4026531840]), an inode number or an ns_id",
+              file=sys.stderr)
+        return 2
+    try:
+        snap, _ = take_snapshot(args.mode)
+    except ScanError as exc:
+        print(f"nstrack show: {exc}", file=sys.stderr)
+        return 1
+    hits = [e for e in snap.namespaces
+            if (type_ is None or e.type == type_) and (inum is None or e.inum == inum)
+            and (ns_id is None or e.ns_id == ns_id)]
+    if not hits:
+        print(f"nstrack show: no live namespace {args.ns} (it may have been destroyed; a running "
+              "`nstrack serve` keeps tombstones of destroyed namespaces)", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([json.loads(e.model_dump_json()) for e in hits], indent=2))
+    else:
+        print("\n\n".join(describe(e) for e in hits))
+    return 0
