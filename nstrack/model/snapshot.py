@@ -32,7 +32,8 @@ _ROLE = {"pid_for_children": "pid_for_children", "time_for_children": "time_for_
 class TaskHolder(BaseModel):
     pid: int
     comm: str
-    role: str = Field("member", description="member, pid_for_children or time_for_children")
+    role: str = Field("member", description="member, pid_for_children, time_for_children, or zombie (exited, "
+                      "not yet reaped: it still holds its pid namespace)")
 
 
 class FdHolder(BaseModel):
@@ -136,11 +137,12 @@ def build(
     comm = {t.tgid: t.comm for t in tasks}
     task_holders: dict[tuple[str, int], list[TaskHolder]] = defaultdict(list)
     for t in tasks:
+        exited = t.inums[0] == 0  # no nsproxy left: exited, only its struct pid (pid ns) remains
         for (type_, fname), inum in zip(SLOTS, t.inums):
             if not inum:
                 continue
             holders = task_holders[(type_, inum)]
-            role = _ROLE.get(fname, "member")
+            role = "zombie" if exited else _ROLE.get(fname, "member")
             if not any(h.pid == t.tgid and h.role == role for h in holders):
                 holders.append(TaskHolder(pid=t.tgid, comm=t.comm, role=role))
     fd_holders: dict[tuple[str, int], list[FdHolder]] = defaultdict(list)
@@ -193,7 +195,7 @@ def build(
             sockets=[SocketHolder(pid=p, comm=comm.get(p, ""), count=n) for p, n in sorted(sockets.get(key, {}).items())],
             children=sorted(children.get(key, [])),
         )
-        orphaned = not h.tasks
+        orphaned = not any(t.role != "zombie" for t in h.tasks)
         if orphaned_only and not orphaned:
             continue
         known = replica.find_alive(r.type, r.inum, r.ns_id) if replica is not None else None
@@ -236,6 +238,9 @@ def build(
 def keeps_alive(h: Holders, refcount: int | None) -> str:
     """A plain sentence on what keeps an orphaned namespace alive."""
     parts: list[str] = []
+    for t in h.tasks:
+        if t.role == "zombie":
+            parts.append(f"exited task pid {t.pid} {t.comm} that its parent has not reaped (a zombie)")
     for f in h.fds:
         parts.append(f"an open nsfs file (fd {f.fd} of pid {f.pid}{' ' + f.comm if f.comm else ''})")
     for m in h.mounts:

@@ -48,7 +48,8 @@ def parse_columns(text: str) -> list[str]:
 
 
 def row(e: NamespaceEntry, uids: dict[int, int]) -> dict[str, Any]:
-    members = [t for t in e.holders.tasks if t.role == "member"] or e.holders.tasks
+    members = [t for t in e.holders.tasks if t.role == "member"] or [
+        t for t in e.holders.tasks if t.role != "zombie"]
     first = min(members, key=lambda t: t.pid) if members else None
     h = e.holders
     parts = [f"{k}:{n}" for k, n in (("tasks", len({t.pid for t in h.tasks})), ("fd", len(h.fds)), ("mount", len(h.mounts)),

@@ -46,8 +46,11 @@ def hold(fname: str, me: str | int | None = None) -> None:
 
 
 def main() -> None:
-    how, type_ = sys.argv[1], sys.argv[2]
-    flag = FLAGS[type_]
+    how, types = sys.argv[1], sys.argv[2].split("+")  # e.g. "user+net": one call, several types
+    type_ = types[0]
+    flag = 0
+    for t in types:
+        flag |= FLAGS[t]
     if how == "unshare":
         if libc.unshare(flag) != 0:
             raise OSError(ctypes.get_errno(), f"unshare({type_})")
@@ -55,11 +58,16 @@ def main() -> None:
             # pid_for_children can only be opened once the namespace has its init: fork one that
             # lives exactly as long as we do (it reads a pipe whose writer is only us).
             r, w = os.pipe()
-            if os.fork() == 0:
+            init = os.fork()
+            if init == 0:
                 os.close(w)
                 os.read(r, 1)
                 os._exit(0)
             os.close(r)
+            hold(NS_FILE.get(type_, type_))
+            os.close(w)
+            os.waitpid(init, 0)  # reap it: a zombie would keep the pid namespace alive
+            return
         hold(NS_FILE.get(type_, type_))
         return
     args = CloneArgs(flags=flag, exit_signal=signal.SIGCHLD)

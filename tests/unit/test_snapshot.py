@@ -71,6 +71,15 @@ def test_each_holder_kind_and_orphans() -> None:
     assert f"pid:[{CHILD_PID}]" in entry(s, f"pid:[{INIT_PID}]").holders.children
 
 
+def test_zombie_is_not_a_process_inside() -> None:
+    zombie = TaskRecord(9, 9, (0, 0, 0, 0, CHILD_PID, INIT_USER, 0, 0, 0, 0), "defunct", 0)
+    s = build(kernel="6.18", mode="oneshot", method="ns-lists", namespaces=NAMESPACES, tasks=[task(1), zombie],
+              complete=True, scan_time=0.0)
+    e = entry(s, f"pid:[{CHILD_PID}]")
+    assert [t.role for t in e.holders.tasks] == ["zombie"]
+    assert e.orphaned and "exited task pid 9 defunct that its parent has not reaped" in (e.keeps_alive or "")
+
+
 def test_visibility_rule() -> None:
     assert visible_user_namespaces(CHILD_USER, {CHILD_USER: INIT_USER, GRANDCHILD_USER: CHILD_USER}) == {
         CHILD_USER, GRANDCHILD_USER}

@@ -1,0 +1,156 @@
+"""`nstrack snapshot`/`ls`/`show` against namespaces made for real, held every way there is."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from nstrack.model.nstypes import TYPE_NAMES
+
+from .scenario import Made, bind_mount, make_namespace, nsfs_fd
+
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def nstrack(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, sys.executable, "-m", "nstrack", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def socket_in(netns_fd: int) -> socket.socket:
+    """A socket created inside the network namespace behind ``netns_fd`` (on a throwaway thread)."""
+    out: list[socket.socket] = []
+    err: list[int] = []
+
+    def work() -> None:
+        if libc.setns(netns_fd, CLONE_NEWNET) != 0:
+            err.append(ctypes.get_errno())
+            return
+        out.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if err:
+        raise OSError(err[0], "setns")
+    return out[0]
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Iterator[dict[str, Any]]:
+    """name -> expectation; everything is torn down after the module, also on failure."""
+    expect: dict[str, Any] = {}
+    with ExitStack() as stack:
+        for t in TYPE_NAMES:
+            proc = stack.enter_context(make_namespace("unshare", t))
+            expect[f"{t}:[{proc.inum}]"] = ("tasks", False, proc)
+            viafd = stack.enter_context(make_namespace("unshare", t))
+            stack.enter_context(nsfs_fd(viafd))
+            viafd.end_process()
+            expect[f"{t}:[{viafd.inum}]"] = ("fds", True, viafd)
+            viamount = stack.enter_context(make_namespace("unshare", t))
+            path = stack.enter_context(bind_mount(viamount))
+            viamount.end_process()
+            expect[f"{t}:[{viamount.inum}]"] = ("mounts", True, path)
+        # a network namespace held only by a socket
+        sock_ns = stack.enter_context(make_namespace("unshare", "net"))
+        with nsfs_fd(sock_ns) as fd:
+            s = socket_in(fd)
+            stack.callback(s.close)
+            sock_ns.end_process()
+        expect[f"net:[{sock_ns.inum}]"] = ("sockets", True, s)
+        # a user namespace held only by the network namespace it owns (which a bind mount holds)
+        owner = stack.enter_context(make_namespace("unshare", "user+net"))
+        owned_net = int(os.readlink(f"/proc/{owner.member_pid}/ns/net").split("[")[1][:-1])
+        owned = Made("net", "unshare", owned_net, owner.member_pid, owner.member_pid, owner.proc)
+        stack.enter_context(bind_mount(owned))
+        owner.end_process()
+        expect[f"user:[{owner.inum}]"] = ("children", True, f"net:[{owned_net}]")
+        expect[f"net:[{owned_net}]"] = ("mounts", True, None)
+        yield expect
+
+
+@pytest.fixture(scope="module")
+def snap(scenario: dict[str, Any]) -> dict[str, Any]:
+    r = nstrack("snapshot")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def test_every_holder_kind_is_seen(scenario: dict[str, Any], snap: dict[str, Any]) -> None:
+    by_name = {e["name"]: e for e in snap["namespaces"]}
+    for name, (kind, orphaned, detail) in scenario.items():
+        assert name in by_name, f"{name} (held by {kind}) missing from the snapshot"
+        e = by_name[name]
+        assert e["holders"][kind], f"{name}: expected a {kind} holder, got {e['holders']}"
+        assert e["orphaned"] is orphaned, name
+        if kind == "mounts" and detail:
+            assert detail in [m["path"] for m in e["holders"]["mounts"]]
+        if kind == "children":
+            assert detail in e["holders"]["children"]
+        if orphaned:
+            assert e["keeps_alive"].startswith("held by")
+
+
+def test_superset_of_lsns(snap: dict[str, Any]) -> None:
+    lsns = shutil.which("lsns")
+    assert lsns, "util-linux lsns is installed by `make setup`"
+    before = json.loads(subprocess.run([lsns, "--json", "-o", "NS,TYPE"], capture_output=True, text=True,
+                                       check=True).stdout)["namespaces"]
+    after_snap = json.loads(nstrack("snapshot").stdout)
+    ours = {(e["type"], e["inum"]) for e in after_snap["namespaces"]}
+    theirs = {(n["type"], int(n["ns"])) for n in before}
+    assert theirs <= ours, f"lsns saw what nstrack did not: {sorted(theirs - ours)[:10]}"
+    assert len(ours) > len(theirs), "nstrack should also list the namespaces lsns misses (fd/socket/child)"
+
+
+def test_complete_on_kernels_with_namespace_lists(snap: dict[str, Any]) -> None:
+    if os.uname().release.split(".")[:2] >= ["6", "18"] and "-fc-" in os.uname().release:
+        assert snap["method"] == "ns-lists" and snap["complete"] is True, snap["incomplete_reasons"]
+    else:
+        assert snap["complete"] or snap["incomplete_reasons"]
+
+
+def test_ls_orphaned_and_show(scenario: dict[str, Any]) -> None:
+    r = nstrack("ls", "--orphaned", "--json", "-o", "NAME,HOLDERS,ORPHANED")
+    assert r.returncode == 0, r.stderr
+    names = {n["name"] for n in json.loads(r.stdout)["namespaces"]}
+    for name, (_kind, orphaned, _d) in scenario.items():
+        assert (name in names) is orphaned, name
+    bound = next(n for n, (k, o, d) in scenario.items() if k == "mounts" and d and n.startswith("net:"))
+    shown = nstrack("show", bound)
+    assert shown.returncode == 0, shown.stderr
+    assert "what keeps it alive: held by a bind mount at " in shown.stdout
+    table = nstrack("ls", "-t", "net")
+    assert table.stdout.splitlines()[0].split() == ["NS", "TYPE", "NPROCS", "PID", "USER", "COMMAND", "HOLDERS",
+                                                    "ORPHANED"]
+
+
+def test_show_bad_input() -> None:
+    assert nstrack("show", "net:4026531840").returncode == 2
+    r = nstrack("show", "net:[4000000001]")
+    assert r.returncode == 2 and "no live namespace" in r.stderr
+    r = nstrack("ls", "-o", "NS,WHAT")
+    assert r.returncode == 2 and "valid columns" in r.stderr
+
+
+def test_without_bpf_privileges() -> None:
+    drop = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--")
+    r = nstrack("ls", prefix=drop)
+    assert r.returncode == 1 and "CAP_BPF" in r.stderr
+    r = nstrack("snapshot", "--mode", "procfs", prefix=drop)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["complete"] is False and d["method"] == "procfs" and d["incomplete_reasons"]
