@@ -15,18 +15,18 @@ Sample entry::
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
 
-from .nstypes import TYPE_NAMES, format_name
-from .records import SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
+from . import holders
+from .holders import visible_user_namespaces  # noqa: F401  (re-exported)
+from .nstypes import format_name
+from .records import FileRecord, MountRecord, NSRecord, TaskRecord
 from .replica import Replica, wall_time
 
 SCHEMA_VERSION = 1
-_ROLE = {"pid_for_children": "pid_for_children", "time_for_children": "time_for_children"}
 
 
 class TaskHolder(BaseModel):
@@ -102,18 +102,30 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
 
 
-def visible_user_namespaces(root: int, user_parent: dict[int, int]) -> set[int]:
-    """``root`` and every user namespace below it (the patchset's visibility rule)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for child, parent in user_parent.items():
-        children[parent].append(child)
-    out, stack = {root}, [root]
-    while stack:
-        for c in children.get(stack.pop(), []):
-            if c not in out:
-                out.add(c)
-                stack.append(c)
-    return out
+def entry_model(e: holders.Entry, scan_time: float) -> NamespaceEntry:
+    h = e.holders
+    c = e.creator
+    return NamespaceEntry(
+        name=e.name,
+        type=e.type,
+        inum=e.inum,
+        ns_id=e.ns_id,
+        owner=format_name("user", e.owner_inum) if e.owner_inum else None,
+        parent=format_name("pid", e.parent_inum) if e.parent_inum else None,
+        refcount=e.refcount,
+        holders=Holders(
+            tasks=[TaskHolder(pid=t.pid, comm=t.comm, role=t.role) for t in h.tasks],
+            fds=[FdHolder(pid=f.pid, fd=f.fd, comm=f.comm) for f in h.fds],
+            mounts=[MountHolder(mnt_ns=m.mnt_ns, path=m.path) for m in h.mounts],
+            sockets=[SocketHolder(pid=s.pid, comm=s.comm, count=s.count) for s in h.sockets],
+            children=h.children,
+        ),
+        orphaned=e.orphaned,
+        keeps_alive=e.keeps_alive,
+        created=_dt(wall_time(e.created_ns)) if e.created_ns is not None else None,
+        first_seen=_dt(wall_time(e.first_seen_ns)) if e.first_seen_ns is not None else _dt(scan_time),
+        creator=Creator(pid=c.pid, tgid=c.tgid, comm=c.comm, cgroup_id=c.cgroup_id) if c else None,
+    )
 
 
 def build(
@@ -134,95 +146,7 @@ def build(
     types: set[str] | None = None,
     orphaned_only: bool = False,
 ) -> Snapshot:
-    comm = {t.tgid: t.comm for t in tasks}
-    task_holders: dict[tuple[str, int], list[TaskHolder]] = defaultdict(list)
-    for t in tasks:
-        exited = t.inums[0] == 0  # no nsproxy left: exited, only its struct pid (pid ns) remains
-        for (type_, fname), inum in zip(SLOTS, t.inums):
-            if not inum:
-                continue
-            holders = task_holders[(type_, inum)]
-            role = "zombie" if exited else _ROLE.get(fname, "member")
-            if not any(h.pid == t.tgid and h.role == role for h in holders):
-                holders.append(TaskHolder(pid=t.tgid, comm=t.comm, role=role))
-    fd_holders: dict[tuple[str, int], list[FdHolder]] = defaultdict(list)
-    sockets: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for f in files:
-        if f.kind == "nsfs":
-            fd_holders[(f.type, f.inum)].append(FdHolder(pid=f.tgid, fd=f.fd, comm=comm.get(f.tgid, "")))
-        elif f.kind == "socket":
-            sockets[(f.type, f.inum)][f.tgid] += 1
-    mount_holders: dict[tuple[str, int], list[MountHolder]] = defaultdict(list)
-    for m in mounts:
-        mount_holders[(m.type, m.inum)].append(MountHolder(mnt_ns=format_name("mnt", m.mnt_ns), path=m.path))
-
-    # owner and parent links, from the scan or, failing that, from what events told the replica
-    info: dict[tuple[str, int], tuple[int, int]] = {}
-    for r in namespaces:
-        owner, parent = r.owner_inum, r.parent_inum
-        if replica is not None and not owner:
-            known = replica.find_alive(r.type, r.inum, r.ns_id)
-            if known is not None:
-                owner, parent = known.owner_inum, known.parent_inum
-        info[(r.type, r.inum)] = (owner, parent)
-    children: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for (type_, inum), (owner, parent) in info.items():
-        if owner:
-            children[("user", owner)].append(format_name(type_, inum))
-        if type_ == "pid" and parent:
-            children[("pid", parent)].append(format_name(type_, inum))
-
-    visible: set[int] | None = None
-    if userns is not None:
-        user_parent = {inum: owner for (t, inum), (owner, _) in info.items() if t == "user" and owner}
-        visible = visible_user_namespaces(userns, user_parent)
-
-    order = {t: i for i, t in enumerate(TYPE_NAMES)}
-    entries: list[NamespaceEntry] = []
-    for r in sorted(namespaces, key=lambda r: (order.get(r.type, 99), r.inum)):
-        key = (r.type, r.inum)
-        owner, parent = info[key]
-        if types and r.type not in types:
-            continue
-        if visible is not None:
-            subject = r.inum if r.type == "user" else owner
-            if subject not in visible:
-                continue
-        h = Holders(
-            tasks=task_holders.get(key, []),
-            fds=fd_holders.get(key, []),
-            mounts=mount_holders.get(key, []),
-            sockets=[SocketHolder(pid=p, comm=comm.get(p, ""), count=n) for p, n in sorted(sockets.get(key, {}).items())],
-            children=sorted(children.get(key, [])),
-        )
-        orphaned = not any(t.role != "zombie" for t in h.tasks)
-        if orphaned_only and not orphaned:
-            continue
-        known = replica.find_alive(r.type, r.inum, r.ns_id) if replica is not None else None
-        created = first_seen = None
-        creator = None
-        if known is not None:
-            first_seen = _dt(wall_time(known.first_seen_ns))
-            if known.created_ns is not None:
-                created = _dt(wall_time(known.created_ns))
-            if known.creator is not None:
-                c = known.creator
-                creator = Creator(pid=c.pid, tgid=c.tgid, comm=c.comm, cgroup_id=c.cgroup_id)
-        entries.append(NamespaceEntry(
-            name=format_name(r.type, r.inum),
-            type=r.type,
-            inum=r.inum,
-            ns_id=r.ns_id if r.ns_id is not None else (known.ns_id if known else None),
-            owner=format_name("user", owner) if owner else None,
-            parent=format_name("pid", parent) if parent else None,
-            refcount=r.refcount,
-            holders=h,
-            orphaned=orphaned,
-            keeps_alive=keeps_alive(h, r.refcount) if orphaned else None,
-            created=created,
-            first_seen=first_seen or _dt(scan_time),
-            creator=creator,
-        ))
+    entries = holders.aggregate(namespaces, tasks, files, mounts, replica, userns, types, orphaned_only)
     return Snapshot(
         kernel=kernel,
         mode=mode,
@@ -231,26 +155,5 @@ def build(
         complete=complete,
         incomplete_reasons=list(incomplete_reasons),
         free_latency_seconds=free_latency,
-        namespaces=entries,
+        namespaces=[entry_model(e, scan_time) for e in entries],
     )
-
-
-def keeps_alive(h: Holders, refcount: int | None) -> str:
-    """A plain sentence on what keeps an orphaned namespace alive."""
-    parts: list[str] = []
-    for t in h.tasks:
-        if t.role == "zombie":
-            parts.append(f"exited task pid {t.pid} {t.comm} that its parent has not reaped (a zombie)")
-    for f in h.fds:
-        parts.append(f"an open nsfs file (fd {f.fd} of pid {f.pid}{' ' + f.comm if f.comm else ''})")
-    for m in h.mounts:
-        parts.append(f"a bind mount at {m.path} (in {m.mnt_ns})")
-    for s in h.sockets:
-        parts.append(f"{s.count} socket{'s' if s.count != 1 else ''} of pid {s.pid}{' ' + s.comm if s.comm else ''}")
-    if h.children:
-        shown = ", ".join(h.children[:3]) + (f" and {len(h.children) - 3} more" if len(h.children) > 3 else "")
-        parts.append(f"namespaces it owns or parents ({shown})")
-    if not parts:
-        ref = f" (refcount {refcount})" if refcount is not None else ""
-        return f"no task, fd, mount, socket or child namespace holds it: only kernel-internal references{ref}"
-    return "held by " + "; ".join(parts)

@@ -8,8 +8,13 @@ import os
 import sys
 import time
 
-from ..model.nstypes import UnknownNamespaceType, parse_name
-from ..model.snapshot import NamespaceEntry, Snapshot, build
+from typing import TYPE_CHECKING, Any
+
+from ..model.holders import Entry, aggregate
+from ..model.nstypes import UnknownNamespaceType, format_name, parse_name
+
+if TYPE_CHECKING:
+    from ..kernel.scanner import Scan
 
 # nsfs inode numbers: fixed ones for init namespaces just below PROC_DYNAMIC_FIRST (0xF0000000),
 # dynamic ones above; ns_ids (6.18+) are small counters. So large numbers are inums.
@@ -20,40 +25,27 @@ class ScanError(Exception):
     pass
 
 
-def take_snapshot(mode: str | None, *, userns: int | None = None, types: set[str] | None = None,
-                  orphaned_only: bool = False) -> tuple[Snapshot, dict[int, int]]:
-    """Scan now and build the snapshot (``mode='procfs'`` scans /proc without BPF)."""
+def scan_now(mode: str | None) -> Scan:
+    """Scan now with holders (``mode='procfs'`` scans /proc without BPF)."""
     from ..kernel.host import effective_caps, missing_bpf_caps
     from ..kernel.libbpf import BPFError
     from ..kernel.scanner import Scanner, procfs_scan
 
     if mode == "procfs":
-        scan = procfs_scan()
-    else:
-        try:
-            with Scanner() as scanner:
-                scan = scanner.scan(holders=True)
-        except BPFError as exc:
-            missing = missing_bpf_caps(effective_caps())
-            why = f"missing {', '.join(missing)}" if missing else str(exc).split("\n")[0]
-            raise ScanError(f"cannot scan with BPF: {why}. Run as root, or use --mode procfs "
-                            "(no BPF, incomplete)") from None
-    snap = build(
-        kernel=os.uname().release,
-        mode="procfs" if scan.method == "procfs" else "oneshot",
-        method=scan.method,
-        namespaces=scan.namespaces,
-        tasks=scan.tasks,
-        files=scan.files,
-        mounts=scan.mounts,
-        complete=scan.complete,
-        incomplete_reasons=scan.incomplete_reasons,
-        scan_time=time.time(),
-        userns=userns,
-        types=types,
-        orphaned_only=orphaned_only,
-    )
-    return snap, {t.tgid: t.uid for t in scan.tasks}
+        return procfs_scan()
+    try:
+        with Scanner() as scanner:
+            return scanner.scan(holders=True)
+    except BPFError as exc:
+        missing = missing_bpf_caps(effective_caps())
+        why = f"missing {', '.join(missing)}" if missing else str(exc).split("\n")[0]
+        raise ScanError(f"cannot scan with BPF: {why}. Run as root, or use --mode procfs "
+                        "(no BPF, incomplete)") from None
+
+
+def entries_now(mode: str | None, **filters: Any) -> tuple[Scan, list[Entry]]:
+    scan = scan_now(mode)
+    return scan, aggregate(scan.namespaces, scan.tasks, scan.files, scan.mounts, **filters)
 
 
 def parse_ns_arg(text: str) -> tuple[str | None, int | None, int | None]:
@@ -67,12 +59,28 @@ def parse_ns_arg(text: str) -> tuple[str | None, int | None, int | None]:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    from ..model.snapshot import build
+
     try:
-        snap, _ = take_snapshot(args.mode, userns=args.userns, types=set(args.types or []) or None,
-                                orphaned_only=args.orphaned)
+        scan = scan_now(args.mode)
     except ScanError as exc:
         print(f"nstrack snapshot: {exc}", file=sys.stderr)
         return 1
+    snap = build(
+        kernel=os.uname().release,
+        mode="procfs" if scan.method == "procfs" else "oneshot",
+        method=scan.method,
+        namespaces=scan.namespaces,
+        tasks=scan.tasks,
+        files=scan.files,
+        mounts=scan.mounts,
+        complete=scan.complete,
+        incomplete_reasons=scan.incomplete_reasons,
+        scan_time=time.time(),
+        userns=args.userns,
+        types=set(args.types or []) or None,
+        orphaned_only=args.orphaned,
+    )
     print(snap.model_dump_json(indent=2))
     return 0
 
@@ -86,35 +94,32 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"nstrack ls: {exc}", file=sys.stderr)
         return 2
     try:
-        snap, uids = take_snapshot(args.mode, types=set(args.types or []) or None, orphaned_only=args.orphaned)
+        scan, entries = entries_now(args.mode, types=set(args.types or []) or None, orphaned_only=args.orphaned)
     except ScanError as exc:
         print(f"nstrack ls: {exc}", file=sys.stderr)
         return 1
-    rs = rows(snap, uids)
+    rs = rows(entries, {t.tgid: t.uid for t in scan.tasks})
     if args.json:
         print(json.dumps(json_rows(rs, columns), indent=2))
     else:
         print(render(rs, columns))
-        if not snap.complete:
-            print(f"(incomplete: {'; '.join(snap.incomplete_reasons)})", file=sys.stderr)
+        if not scan.complete:
+            print(f"(incomplete: {'; '.join(scan.incomplete_reasons)})", file=sys.stderr)
     return 0
 
 
-def describe(e: NamespaceEntry) -> str:
+def describe(e: Entry) -> str:
     out = [f"{e.name}" + (f"  id {e.ns_id}" if e.ns_id is not None else "")]
     out.append(f"  type:      {e.type}")
-    if e.owner:
-        out.append(f"  owner:     {e.owner}")
-    if e.parent:
-        out.append(f"  parent:    {e.parent}")
+    if e.owner_inum:
+        out.append(f"  owner:     {format_name('user', e.owner_inum)}")
+    if e.parent_inum:
+        out.append(f"  parent:    {format_name('pid', e.parent_inum)}")
     if e.refcount is not None:
         out.append(f"  refcount:  {e.refcount}")
     out.append(f"  orphaned:  {'yes' if e.orphaned else 'no'}")
-    if e.created:
-        out.append(f"  created:   {e.created.isoformat()}")
     if e.creator:
         out.append(f"  creator:   {e.creator.comm} (pid {e.creator.tgid})")
-    out.append(f"  first seen: {e.first_seen.isoformat()}")
     h = e.holders
     out.append(f"  tasks ({len(h.tasks)}):")
     out += [f"    pid {t.pid} {t.comm}" + (f" ({t.role})" if t.role != "member" else "") for t in h.tasks]
@@ -139,11 +144,11 @@ def cmd_show(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        snap, _ = take_snapshot(args.mode)
+        scan, entries = entries_now(args.mode)
     except ScanError as exc:
         print(f"nstrack show: {exc}", file=sys.stderr)
         return 1
-    hits = [e for e in snap.namespaces
+    hits = [e for e in entries
             if (type_ is None or e.type == type_) and (inum is None or e.inum == inum)
             and (ns_id is None or e.ns_id == ns_id)]
     if not hits:
@@ -151,7 +156,10 @@ def cmd_show(args: argparse.Namespace) -> int:
               "`nstrack serve` keeps tombstones of destroyed namespaces)", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([json.loads(e.model_dump_json()) for e in hits], indent=2))
+        from ..model.snapshot import entry_model
+
+        now = time.time()
+        print(json.dumps([json.loads(entry_model(e, now).model_dump_json()) for e in hits], indent=2))
     else:
         print("\n\n".join(describe(e) for e in hits))
     return 0

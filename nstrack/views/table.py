@@ -10,7 +10,8 @@ from __future__ import annotations
 import pwd
 from typing import Any
 
-from ..model.snapshot import NamespaceEntry, Snapshot
+from ..model.holders import Entry
+from ..model.nstypes import format_name
 
 COLUMNS: dict[str, str] = {
     "NS": "inode number",
@@ -47,7 +48,7 @@ def parse_columns(text: str) -> list[str]:
     return cols
 
 
-def row(e: NamespaceEntry, uids: dict[int, int]) -> dict[str, Any]:
+def row(e: Entry, uids: dict[int, int]) -> dict[str, Any]:
     members = [t for t in e.holders.tasks if t.role == "member"] or [
         t for t in e.holders.tasks if t.role != "zombie"]
     first = min(members, key=lambda t: t.pid) if members else None
@@ -65,13 +66,13 @@ def row(e: NamespaceEntry, uids: dict[int, int]) -> dict[str, Any]:
         "ORPHANED": e.orphaned,
         "NSID": e.ns_id,
         "NAME": e.name,
-        "OWNER": e.owner,
+        "OWNER": format_name("user", e.owner_inum) if e.owner_inum else None,
         "CREATOR": f"{e.creator.comm}[{e.creator.tgid}]" if e.creator else None,
     }
 
 
-def rows(snap: Snapshot, uids: dict[int, int]) -> list[dict[str, Any]]:
-    return [row(e, uids) for e in snap.namespaces]
+def rows(entries: list[Entry], uids: dict[int, int]) -> list[dict[str, Any]]:
+    return [row(e, uids) for e in entries]
 
 
 def render(rs: list[dict[str, Any]], columns: list[str]) -> str:

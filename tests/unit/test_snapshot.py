@@ -54,6 +54,7 @@ def test_each_holder_kind_and_orphans() -> None:
     s = snap()
     assert entry(s, f"net:[{INIT_NET}]").orphaned is False
     assert [t.pid for t in entry(s, f"net:[{INIT_NET}]").holders.tasks] == [1, 2]
+    assert [t.role for t in entry(s, f"pid:[{INIT_PID}]").holders.tasks] == ["member", "member"]
     bound = entry(s, f"net:[{BOUND_NET}]")
     assert bound.orphaned and bound.holders.mounts[0].path == "/run/netns/blue"
     assert bound.keeps_alive == "held by a bind mount at /run/netns/blue (in mnt:[1])"
@@ -117,8 +118,10 @@ def test_ns_argument_parsing() -> None:
 
 
 def test_table() -> None:
-    s = snap()
-    text = render(rows(s, {1: 0, 2: 0}), ["NS", "TYPE", "NPROCS", "HOLDERS", "ORPHANED"])
+    from nstrack.model.holders import aggregate
+
+    entries = aggregate(NAMESPACES, [task(1), task(2)], mounts=[MountRecord(1, "/run/netns/blue", "net", BOUND_NET)])
+    text = render(rows(entries, {1: 0, 2: 0}), ["NS", "TYPE", "NPROCS", "HOLDERS", "ORPHANED"])
     lines = text.splitlines()
     assert lines[0].split() == ["NS", "TYPE", "NPROCS", "HOLDERS", "ORPHANED"]
     assert any(str(BOUND_NET) in ln and "mount:1" in ln and ln.endswith("yes") for ln in lines)

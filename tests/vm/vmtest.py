@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -42,27 +42,45 @@ class KernelSpec:
 
     ``packages`` are regular expressions over Debian package names; the newest version that every
     pattern has in common (among the ``suites``) is taken. The first package must hold
-    ``boot/vmlinuz-*``; modules may come from any of them.
+    kernel image (``boot/vmlinuz-*`` or ``usr/lib/modules/*/vmlinuz*``); modules may come from any of
+    them. ``env`` is added to the guest command's environment on this kernel.
     """
 
     series: str
     suites: tuple[str, ...]
     packages: tuple[str, ...]
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
+
+# What every Debian kernel below allows (BTF, fentry/fexit, kprobes; see kernel-facts.json):
+# tests/privileged/test_doctor.py asserts the chosen mode against it instead of skipping.
+DEBIAN_ENV = {"NSTRACK_EXPECT_MODE": "fentry"}
 
 # The kernel matrix: the only place to edit to add, drop or move a kernel series.
 KERNELS: tuple[KernelSpec, ...] = (
-    KernelSpec("5.10", ("bullseye", "bullseye-security"), (r"linux-image-5\.10\.0-\d+-amd64-unsigned",)),
-    KernelSpec("6.1", ("bookworm", "bookworm-security"), (r"linux-image-6\.1\.0-\d+-amd64-unsigned",)),
+    KernelSpec(
+        "5.10",
+        ("bullseye", "bullseye-security"),
+        (r"linux-image-5\.10\.0-\d+-amd64-unsigned",),
+        DEBIAN_ENV,
+    ),
+    KernelSpec(
+        "6.1",
+        ("bookworm", "bookworm-security"),
+        (r"linux-image-6\.1\.0-\d+-amd64-unsigned",),
+        DEBIAN_ENV,
+    ),
     KernelSpec(
         "6.12",
         ("trixie", "trixie-security"),
         (r"linux-image-6\.12\.\d+\+deb13(?:\.\d+)?-amd64-unsigned",),
+        DEBIAN_ENV,
     ),
     KernelSpec(
         "7.2",
         ("sid",),
         (r"linux-binary-unsigned-7\.2\.\d+\+deb14-amd64", r"linux-modules-7\.2\.\d+\+deb14-amd64"),
+        DEBIAN_ENV,
     ),
 )
 
@@ -550,7 +568,7 @@ poweroff -f
 """
 
 
-def guest_env(series: str) -> dict[str, str]:
+def guest_env(series: str, extra: Mapping[str, str]) -> dict[str, str]:
     return {
         "PATH": GUEST_PATH,
         "HOME": "/tmp",
@@ -559,10 +577,13 @@ def guest_env(series: str) -> dict[str, str]:
         "NSTRACK_VM_OUT": GUEST_OUT,
         "NSTRACK_VM_SERIES": series,
         "PYTHONDONTWRITEBYTECODE": "1",
+        **extra,
     }
 
 
-def build_initramfs(kernel: Kernel, command: str, dest: Path, root_cache: str, msize: int) -> list[str]:
+def build_initramfs(
+    kernel: Kernel, command: str, env: Mapping[str, str], dest: Path, root_cache: str, msize: int
+) -> list[str]:
     """Write the initramfs to dest; return the modules it loads, for the log."""
     modules_dir = kernel.modules
     order, built, absent = root_modules(modules_dir)
@@ -582,7 +603,7 @@ def build_initramfs(kernel: Kernel, command: str, dest: Path, root_cache: str, m
         names.append(f"{name}.ko")
     cpio.file("vmtest/modules", ("\n".join(names) + "\n").encode())
     cpio.file("vmtest/cmd.sh", (command.rstrip("\n") + "\n").encode(), 0o755)
-    env = " ".join(shlex.quote(f"{k}={v}") for k, v in guest_env(kernel.series).items())
+    env = " ".join(shlex.quote(f"{k}={v}") for k, v in guest_env(kernel.series, env).items())
     init = (
         INIT_TEMPLATE.replace("@ENV@", env)
         .replace("@ROOT@", shlex.quote(str(PROJECT_ROOT)))
@@ -721,6 +742,10 @@ def boot(kernel: Kernel, initrd: Path, out: Path, args: argparse.Namespace) -> R
 # Main
 
 
+def known_specs() -> dict[str, KernelSpec]:
+    return {k.series: k for k in KERNELS}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     series = [k.series for k in KERNELS]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -737,9 +762,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", type=int, default=2048, help="guest memory in MiB (default: %(default)s)")
     p.add_argument("--root-cache", default="loose", choices=("none", "loose", "fscache", "mmap"), help="9p cache mode of the read-only host root (default: %(default)s)")
     p.add_argument("--msize", type=int, default=262144, help="9p msize (default: %(default)s)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="add to the guest command's environment (repeatable)")
     p.add_argument("--append", default="", help="extra kernel command line")
     args = p.parse_args(argv)
-    known = {k.series: k for k in KERNELS}
+    known = known_specs()
+    bad_env = [e for e in args.env if "=" not in e]
+    if bad_env:
+        p.error(f"--env wants KEY=VALUE, got {', '.join(bad_env)}")
+    args.env = dict(e.split("=", 1) for e in args.env)
     wanted = [s.strip() for s in args.kernels.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in known]
     if unknown:
@@ -795,7 +825,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             (out / "kernel.json").write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
             initrd = args.cache_dir / "initramfs" / f"{kernel.series}.cpio"
             with Timer() as t:
-                mods = build_initramfs(kernel, args.cmd, initrd, args.root_cache, args.msize)
+                env = {**known_specs()[kernel.series].env, **args.env}
+                mods = build_initramfs(kernel, args.cmd, env, initrd, args.root_cache, args.msize)
             log(f"{kernel.series}: initramfs {initrd.stat().st_size / 2**20:.1f} MiB, modules {' '.join(mods) or '-'} ({t.seconds:.1f}s)")
             log(f"{kernel.series}: booting {kernel.release} (timeout {args.timeout:.0f}s, console {out / 'console.log'})")
             result = boot(kernel, initrd, out, args)

@@ -1,0 +1,198 @@
+"""Who holds each namespace: the aggregation behind the snapshot, `ls` and `show` (pure, no pydantic).
+
+`ls` reads these plain records directly, so a cold `nstrack ls` does not pay for importing pydantic;
+``snapshot.Snapshot`` is the published document built from them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .nstypes import TYPE_NAMES, format_name
+from .records import SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
+from .replica import Creator, Replica
+
+_ROLE = {"pid_for_children": "pid_for_children", "time_for_children": "time_for_children"}
+
+
+@dataclass
+class TaskHolder:
+    pid: int
+    comm: str
+    role: str = "member"  # member, pid_for_children, time_for_children, zombie
+
+
+@dataclass
+class FdHolder:
+    pid: int
+    fd: int
+    comm: str = ""
+
+
+@dataclass
+class MountHolder:
+    mnt_ns: str
+    path: str
+
+
+@dataclass
+class SocketHolder:
+    pid: int
+    comm: str
+    count: int
+
+
+@dataclass
+class Holders:
+    tasks: list[TaskHolder] = field(default_factory=list)
+    fds: list[FdHolder] = field(default_factory=list)
+    mounts: list[MountHolder] = field(default_factory=list)
+    sockets: list[SocketHolder] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Entry:
+    type: str
+    inum: int
+    ns_id: int | None
+    owner_inum: int
+    parent_inum: int
+    refcount: int | None
+    holders: Holders
+    orphaned: bool
+    keeps_alive: str | None
+    created_ns: int | None = None
+    first_seen_ns: int | None = None
+    creator: Creator | None = None
+
+    @property
+    def name(self) -> str:
+        return format_name(self.type, self.inum)
+
+
+def visible_user_namespaces(root: int, user_parent: dict[int, int]) -> set[int]:
+    """``root`` and every user namespace below it (the patchset's visibility rule)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for child, parent in user_parent.items():
+        children[parent].append(child)
+    out, stack = {root}, [root]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            if c not in out:
+                out.add(c)
+                stack.append(c)
+    return out
+
+
+def aggregate(
+    namespaces: Sequence[NSRecord],
+    tasks: Sequence[TaskRecord],
+    files: Iterable[FileRecord] = (),
+    mounts: Iterable[MountRecord] = (),
+    replica: Replica | None = None,
+    userns: int | None = None,
+    types: set[str] | None = None,
+    orphaned_only: bool = False,
+) -> list[Entry]:
+    comm = {t.tgid: t.comm for t in tasks}
+    task_holders: dict[tuple[str, int], list[TaskHolder]] = defaultdict(list)
+    seen: set[tuple[str, int, int]] = set()  # (type, inum, tgid): threads repeat their leader
+    for t in tasks:
+        exited = t.inums[0] == 0  # no nsproxy left: exited, only its struct pid (pid ns) remains
+        for (type_, fname), inum in zip(SLOTS, t.inums):
+            if not inum or (type_, inum, t.tgid) in seen:
+                continue  # e.g. pid_for_children equal to the task's own pid namespace
+            seen.add((type_, inum, t.tgid))
+            role = "zombie" if exited else _ROLE.get(fname, "member")
+            task_holders[(type_, inum)].append(TaskHolder(t.tgid, t.comm, role))
+    fd_holders: dict[tuple[str, int], list[FdHolder]] = defaultdict(list)
+    sockets: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for f in files:
+        if f.kind == "nsfs":
+            fd_holders[(f.type, f.inum)].append(FdHolder(f.tgid, f.fd, comm.get(f.tgid, "")))
+        elif f.kind == "socket":
+            sockets[(f.type, f.inum)][f.tgid] += 1
+    mount_holders: dict[tuple[str, int], list[MountHolder]] = defaultdict(list)
+    for m in mounts:
+        mount_holders[(m.type, m.inum)].append(MountHolder(format_name("mnt", m.mnt_ns), m.path))
+
+    # owner and parent links, from the scan or, failing that, from what events told the replica
+    info: dict[tuple[str, int], tuple[int, int]] = {}
+    for r in namespaces:
+        owner, parent = r.owner_inum, r.parent_inum
+        if replica is not None and not owner:
+            known = replica.find_alive(r.type, r.inum, r.ns_id)
+            if known is not None:
+                owner, parent = known.owner_inum, known.parent_inum
+        info[(r.type, r.inum)] = (owner, parent)
+    children: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for (type_, inum), (owner, parent) in info.items():
+        if owner:
+            children[("user", owner)].append(format_name(type_, inum))
+        if type_ == "pid" and parent:
+            children[("pid", parent)].append(format_name(type_, inum))
+
+    visible: set[int] | None = None
+    if userns is not None:
+        user_parent = {inum: owner for (t, inum), (owner, _) in info.items() if t == "user" and owner}
+        visible = visible_user_namespaces(userns, user_parent)
+
+    order = {t: i for i, t in enumerate(TYPE_NAMES)}
+    entries: list[Entry] = []
+    for r in sorted(namespaces, key=lambda r: (order.get(r.type, 99), r.inum)):
+        key = (r.type, r.inum)
+        owner, parent = info[key]
+        if types and r.type not in types:
+            continue
+        if visible is not None and (r.inum if r.type == "user" else owner) not in visible:
+            continue
+        h = Holders(
+            tasks=task_holders.get(key, []),
+            fds=fd_holders.get(key, []),
+            mounts=mount_holders.get(key, []),
+            sockets=[SocketHolder(p, comm.get(p, ""), n) for p, n in sorted(sockets.get(key, {}).items())],
+            children=sorted(children.get(key, [])),
+        )
+        orphaned = not any(t.role != "zombie" for t in h.tasks)
+        if orphaned_only and not orphaned:
+            continue
+        known = replica.find_alive(r.type, r.inum, r.ns_id) if replica is not None else None
+        entries.append(Entry(
+            type=r.type,
+            inum=r.inum,
+            ns_id=r.ns_id if r.ns_id is not None else (known.ns_id if known else None),
+            owner_inum=owner,
+            parent_inum=parent,
+            refcount=r.refcount,
+            holders=h,
+            orphaned=orphaned,
+            keeps_alive=keeps_alive(h, r.refcount) if orphaned else None,
+            created_ns=known.created_ns if known else None,
+            first_seen_ns=known.first_seen_ns if known else None,
+            creator=known.creator if known else None,
+        ))
+    return entries
+
+
+def keeps_alive(h: Holders, refcount: int | None) -> str:
+    """A plain sentence on what keeps an orphaned namespace alive."""
+    parts: list[str] = []
+    for t in h.tasks:
+        if t.role == "zombie":
+            parts.append(f"exited task pid {t.pid} {t.comm} that its parent has not reaped (a zombie)")
+    for f in h.fds:
+        parts.append(f"an open nsfs file (fd {f.fd} of pid {f.pid}{' ' + f.comm if f.comm else ''})")
+    for m in h.mounts:
+        parts.append(f"a bind mount at {m.path} (in {m.mnt_ns})")
+    for s in h.sockets:
+        parts.append(f"{s.count} socket{'s' if s.count != 1 else ''} of pid {s.pid}{' ' + s.comm if s.comm else ''}")
+    if h.children:
+        shown = ", ".join(h.children[:3]) + (f" and {len(h.children) - 3} more" if len(h.children) > 3 else "")
+        parts.append(f"namespaces it owns or parents ({shown})")
+    if not parts:
+        ref = f" (refcount {refcount})" if refcount is not None else ""
+        return f"no task, fd, mount, socket or child namespace holds it: only kernel-internal references{ref}"
+    return "held by " + "; ".join(parts)
