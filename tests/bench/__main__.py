@@ -1,4 +1,6 @@
-"""`make bench`: lifecycle overhead of nstrack, as ratios against a run without it.
+"""`make bench`: lifecycle overhead and snapshot speed, as ratios against anchors in the same run.
+
+`python -m tests.bench [lifecycle] [snapshot]` (default: both).
 
 Each round runs the workload without and with a live tracker (order alternating between rounds), so
 both see the same machine noise; the result is the ratio of median rates. Written to
@@ -94,6 +96,16 @@ def measure(kind: str) -> dict[str, Any]:
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
+    which = sys.argv[1:] or ["lifecycle", "snapshot"]
+    if "snapshot" in which:
+        from . import snapshot
+
+        snap = snapshot.main()
+        snap["kernel"] = os.uname().release
+        (OUT / "snapshot.json").write_text(json.dumps(snap, indent=2) + "\n")
+        print(f"written: {OUT / 'snapshot.json'}")
+    if "lifecycle" not in which:
+        return 0
     findings = investigate()
     result = {
         "kernel": os.uname().release,
