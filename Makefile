@@ -50,9 +50,9 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/vmlinux.h $(wildcard bpf/*.h) | deps
 	llvm-strip -g $@.tmp
 	@mv $@.tmp $@
 
-# The main job: the exporter on localhost once it exists; until then the live event stream.
+# The main job: the exporter on localhost (see README for the endpoints).
 run: setup
-	$(VENV)/bin/nstrack watch
+	$(VENV)/bin/nstrack serve --listen $(LISTEN)
 
 doctor: setup
 	$(VENV)/bin/nstrack doctor

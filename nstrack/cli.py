@@ -96,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("ns", metavar="NS")
     sh.add_argument("--json", action="store_true")
     sh.add_argument("--mode", choices=["procfs"], help="procfs: scan /proc without BPF (incomplete)")
+    se = sub.add_parser(
+        "serve",
+        help="the node agent: live replica, Prometheus /metrics, /namespaces JSON, /healthz",
+        description="Track every namespace live and serve it over HTTP on --listen (default 127.0.0.1:9864): "
+        "/metrics (Prometheus), /namespaces (the snapshot, filters ?type= ?orphaned= ?userns= ?limit=), "
+        "/namespaces/{name|inum|ns_id}, /healthz, and a landing page at /. Settings come from flags, "
+        "NSTRACK_* environment variables (e.g. NSTRACK_LISTEN) and an optional YAML file (--config), in "
+        "that order of precedence; an invalid value exits 2 naming the field.",
+    )
+    se.add_argument("--config", metavar="FILE", help="YAML file of settings (keys as the flags, with _)")
+    se.add_argument("--listen", metavar="ADDR:PORT", help="address to serve on (default 127.0.0.1:9864)")
+    se.add_argument("--mode", help="force a tracking mode: " + ", ".join(MODES))
+    se.add_argument("--rescan-seconds", dest="rescan_seconds", type=float, metavar="S",
+                    help="rescan interval (bounds free latency in tracepoint mode; default 2, 60 in event modes)")
+    se.add_argument("--holders-seconds", dest="holders_seconds", type=float, metavar="S",
+                    help="how often fds, mounts and sockets are rescanned (default 10)")
+    se.add_argument("--per-namespace-metrics", dest="per_namespace_metrics", action="store_const", const=True,
+                    help="export one series per namespace (capped by --per-namespace-limit)")
+    se.add_argument("--per-namespace-limit", dest="per_namespace_limit", type=int, metavar="N")
     return p
 
 
@@ -127,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .views.watch import cmd_watch
 
         return cmd_watch(args)
+    if args.cmd == "serve":
+        from .views.serve import cmd_serve
+
+        return cmd_serve(args)
     if args.cmd in ("snapshot", "ls", "show"):
         from .views import snapshot_cmd
 

@@ -202,6 +202,7 @@ def lib() -> ctypes.CDLL:
         "ring_buffer__poll": ([vp, i], i),
         "ring_buffer__consume": ([vp], i),
         "ring_buffer__free": ([vp], None),
+        "ring_buffer__epoll_fd": ([vp], i),
         "btf__load_vmlinux_btf": ([], vp),
         "btf__free": ([vp], None),
         "btf__find_by_name_kind": ([vp, cp, u32], ctypes.c_int32),
@@ -723,6 +724,13 @@ class RingBuffer:
         if not self._ptr:
             raise BPFError(errno_mod.EBADF, "ring buffer closed")
         return self._check(lib().ring_buffer__poll(self._ptr, timeout_ms), "poll")
+
+    @property
+    def epoll_fd(self) -> int:
+        """An fd that polls readable when records are waiting (to wait without consuming)."""
+        if not self._ptr:
+            raise BPFError(errno_mod.EBADF, "ring buffer closed")
+        return int(lib().ring_buffer__epoll_fd(self._ptr))
 
     def consume(self) -> int:
         """Deliver every record already in the buffer without waiting."""

@@ -15,6 +15,7 @@ Modes:
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,6 +191,14 @@ class Tracker:
             self._events.consume()
         out, self._pending = self._pending, []
         return out
+
+    def wait(self, timeout: float) -> None:
+        """Block until events are waiting, a rescan is due, or ``timeout``; consumes nothing."""
+        limit = max(0.0, min(timeout, self._next_rescan - time.monotonic()))
+        if self._events is not None:
+            select.select([self._events.epoll_fd], [], [], limit)
+        else:
+            time.sleep(limit)
 
     def poll(self, timeout: float = 0.5) -> list[Change]:
         """Wait up to ``timeout`` seconds for events; rescan when due or after losses."""

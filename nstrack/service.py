@@ -1,0 +1,132 @@
+"""The long-running side of `nstrack serve`: a live tracker, holder scans, and what scrapes read.
+
+One thread owns the kernel side (polls events, rescans, scans holders every ``holders_seconds``);
+HTTP threads only read state under ``lock``. Nothing here renders: views/ does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .config import Config
+from .kernel.probe import Findings
+from .kernel.tracker import Tracker
+from .model.holders import Entry, aggregate
+from .model.replica import Change, boot_ns
+
+log = logging.getLogger(__name__)
+
+LIFETIME_BUCKETS = (1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0, float("inf"))
+
+
+@dataclass
+class Lifetimes:
+    """Histogram of the lifetimes of destroyed namespaces, per type (only those seen being created)."""
+
+    buckets: dict[str, list[int]] = field(default_factory=dict)
+    sums: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def observe(self, type_: str, seconds: float) -> None:
+        b = self.buckets.setdefault(type_, [0] * len(LIFETIME_BUCKETS))
+        for i, le in enumerate(LIFETIME_BUCKETS):
+            if seconds <= le:
+                b[i] += 1
+        self.sums[type_] += seconds
+        self.counts[type_] += 1
+
+
+class Service:
+    def __init__(self, config: Config, findings: Findings) -> None:
+        self.config = config
+        self.findings = findings
+        self.tracker = Tracker(findings, rescan_seconds=config.rescan_seconds, ringbuf_bytes=config.ringbuf_bytes)
+        self.tracker.replica.tombstone_seconds = config.tombstone_seconds
+        self.lock = threading.RLock()
+        self.entries: list[Entry] = []  # holders, from the last holder scan
+        self.entries_complete = False
+        self.entries_reasons: list[str] = []
+        self.entries_at = 0.0  # time.time() of that scan
+        self.holder_scan_seconds = 0.0
+        self.lifetimes = Lifetimes()
+        self.started_at = time.time()
+        self.last_poll = 0.0  # time.monotonic()
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nstrack-tracker", daemon=True)
+        self._next_holders = 0.0
+
+    @property
+    def mode(self) -> str:
+        return self.tracker.mode
+
+    def start(self) -> None:
+        with self.lock:
+            self.tracker.start()
+            self._scan_holders()
+            self.last_poll = time.monotonic()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with self.lock:
+            self.tracker.close()
+
+    def _observe(self, changes: list[Change]) -> None:
+        for c in changes:
+            ns = c.ns
+            if c.kind == "destroyed" and ns.created_ns is not None and ns.destroyed_ns is not None:
+                self.lifetimes.observe(ns.type, max(0.0, (ns.destroyed_ns - ns.created_ns) / 1e9))
+
+    def _scan_holders(self) -> None:
+        t0 = time.perf_counter()
+        s = self.tracker.scan(holders=True)
+        self.entries = aggregate(s.namespaces, s.tasks, s.files, s.mounts, replica=self.tracker.replica)
+        self.entries_complete = s.complete
+        self.entries_reasons = s.incomplete_reasons
+        self.entries_at = time.time()
+        self.holder_scan_seconds = time.perf_counter() - t0
+        self._next_holders = time.monotonic() + self.config.holders_seconds
+
+    def refresh_holders(self, max_age: float = 1.0) -> None:
+        """Rescan holders now unless the last scan is younger than ``max_age`` (for /namespaces)."""
+        with self.lock:
+            if time.time() - self.entries_at > max_age:
+                self._scan_holders()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tracker.wait(0.25)  # blocks without the lock, so scrapes never wait on it
+                with self.lock:
+                    self._observe(self.tracker.poll(0))
+                    if time.monotonic() >= self._next_holders:
+                        self._scan_holders()
+                    self.tracker.replica.expire(boot_ns())
+                    self.last_poll = time.monotonic()
+            except Exception as exc:  # noqa: BLE001 - reported by /healthz, never silent
+                log.exception("tracker failed")
+                with self.lock:
+                    self.error = f"{type(exc).__name__}: {exc}"
+                self._stop.wait(1.0)
+
+    def health(self) -> tuple[bool, str]:
+        with self.lock:
+            if self.error:
+                return False, f"tracker error: {self.error}"
+            if not self._thread.is_alive():
+                return False, "tracker thread not running"
+            idle = time.monotonic() - self.last_poll
+            if idle > 5.0:
+                return False, f"no event poll for {idle:.1f} s"
+            st = self.tracker.stats
+            limit = 3 * self.tracker.rescan_seconds + 5
+            if st.last_scan_wall and time.time() - st.last_scan_wall > limit:
+                return False, f"last rescan {time.time() - st.last_scan_wall:.0f} s ago (limit {limit:.0f} s)"
+            return True, f"tracking in {self.mode} mode; last rescan {time.time() - st.last_scan_wall:.1f} s ago"

@@ -1,0 +1,221 @@
+"""The HTTP side of `nstrack serve`: /metrics, /namespaces, /namespaces/{id}, /healthz and a landing page.
+
+Threaded (a slow or idle client never blocks a scrape), with a per-connection timeout, bounded
+responses (``limit``), and JSON errors: 400 for bad parameters or a malformed name, 404 for unknown
+paths and namespaces, 410 for a namespace that nstrack saw destroyed (its tombstone).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from .. import __version__
+from ..model.nstypes import UnknownNamespaceType, ns_type
+from .metrics import NstrackCollector
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+log = logging.getLogger(__name__)
+MAX_LIMIT = 100_000
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes"):
+        return True
+    if v.lower() in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"expected true or false, got {v!r}")
+
+
+def make_server(service: Service) -> ThreadingHTTPServer:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NstrackCollector(service))
+    timeout = service.config.request_timeout
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = f"nstrack/{__version__}"
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            self.request.settimeout(timeout)
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.debug("%s %s", self.address_string(), fmt % args)
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, code: int, obj: Any) -> None:
+            self._send(code, json.dumps(obj, indent=1).encode() + b"\n", "application/json")
+
+        def _error(self, code: int, message: str) -> None:
+            self._json(code, {"error": message, "status": code})
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            try:
+                query = {k: v[-1] for k, v in parse_qs(url.query, strict_parsing=False).items()}
+                path = url.path
+                if path == "/":
+                    self._landing()
+                elif path == "/metrics":
+                    encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
+                    self._send(200, encoder(registry), ctype)
+                elif path == "/healthz":
+                    ok, why = service.health()
+                    self._json(200 if ok else 503, {"ok": ok, "reason": why, "mode": service.mode})
+                elif path == "/namespaces":
+                    self._namespaces(query)
+                elif path.startswith("/namespaces/"):
+                    self._one(unquote(path[len("/namespaces/"):]))
+                else:
+                    self._error(404, f"no such path {path}; see / for the endpoints")
+            except BadRequest as exc:
+                self._error(400, str(exc))
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the server; it is logged
+                log.exception("request %s failed", self.path)
+                self._error(500, f"internal error: {type(exc).__name__}")
+
+        def do_POST(self) -> None:
+            self._error(405, "read-only API: use GET")
+
+        do_PUT = do_DELETE = do_PATCH = do_POST
+
+        def _landing(self) -> None:
+            ok, why = service.health()
+            body = f"""<!doctype html><html><head><title>nstrack</title></head><body>
+<h1>nstrack {html.escape(__version__)}</h1>
+<p>Kernel {html.escape(service.findings.kernel)}, tracking mode <b>{html.escape(service.mode)}</b>:
+{html.escape(service.tracker.findings.decision.limits)}.</p>
+<p>Health: {'ok' if ok else 'NOT OK'} ({html.escape(why)})</p>
+<ul>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="/namespaces">/namespaces</a>: every live namespace with holders
+ (filters: <a href="/namespaces?orphaned=true">?orphaned=true</a>, ?type=net, ?userns=INUM, ?limit=N)</li>
+<li>/namespaces/{{name, inum or ns_id}}: one namespace, e.g. /namespaces/net:%5B4026531840%5D</li>
+<li><a href="/healthz">/healthz</a>: 200 while tracking is live, else 503 with the reason</li>
+</ul></body></html>
+"""
+            self._send(200, body.encode(), "text/html; charset=utf-8")
+
+        def _namespaces(self, q: dict[str, str]) -> None:
+            unknown = set(q) - {"type", "orphaned", "userns", "limit"}
+            if unknown:
+                raise BadRequest(f"unknown parameter {sorted(unknown)[0]!r}; valid: type, orphaned, userns, limit")
+            types = None
+            if "type" in q:
+                try:
+                    types = {ns_type(t).name for t in q["type"].split(",")}
+                except UnknownNamespaceType as exc:
+                    raise BadRequest(str(exc)) from None
+            orphaned = _bool(q["orphaned"]) if "orphaned" in q else None
+            userns = limit = None
+            try:
+                if "userns" in q:
+                    userns = int(q["userns"])
+                if "limit" in q:
+                    limit = int(q["limit"])
+            except ValueError:
+                raise BadRequest("userns and limit take whole numbers") from None
+            if limit is not None and not 0 < limit <= MAX_LIMIT:
+                raise BadRequest(f"limit must be 1..{MAX_LIMIT}")
+            snap = snapshot_of(service, types=types, userns=userns, orphaned=orphaned, limit=limit)
+            self._send(200, snap.encode(), "application/json")
+
+        def _one(self, ident: str) -> None:
+            from .snapshot_cmd import parse_ns_arg
+
+            try:
+                type_, inum, ns_id = parse_ns_arg(ident)
+            except (ValueError, UnknownNamespaceType) as exc:
+                raise BadRequest(f"{exc}; use type:[inum] (URL-encoded), an inode number or an ns_id") from None
+            service.refresh_holders()
+            from ..model.snapshot import entry_model
+
+            with service.lock:
+                hits = [e for e in service.entries if (type_ is None or e.type == type_)
+                        and (inum is None or e.inum == inum) and (ns_id is None or e.ns_id == ns_id)]
+                if hits:
+                    now = time.time()
+                    self._send(200, entry_model(hits[0], now).model_dump_json(indent=1).encode(),
+                               "application/json")
+                    return
+                dead = service.tracker.replica.lookup(type_, inum, ns_id)
+                dead = [d for d in dead if not d.alive]
+            if dead:
+                d = dead[0]
+                from ..model.replica import wall_time
+                from .watch import iso
+
+                self._json(410, {"error": f"{d.name} was destroyed", "status": 410, "name": d.name,
+                                 "ns_id": d.ns_id, "destroyed": iso(wall_time(d.destroyed_ns or 0)),
+                                 "detected_by": d.destroyed_by})
+                return
+            self._error(404, f"no live namespace {ident}")
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 64
+
+    return Server(service.config.address, Handler)
+
+
+def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int | None = None,
+                orphaned: bool | None = None, limit: int | None = None) -> str:
+    """The snapshot document (same model as `nstrack snapshot`) from the live replica, as JSON."""
+    from ..model.holders import visible_user_namespaces
+    from ..model.snapshot import Snapshot, entry_model
+
+    service.refresh_holders()
+    with service.lock:
+        entries = list(service.entries)
+        complete, reasons, at = service.entries_complete, list(service.entries_reasons), service.entries_at
+    if userns is not None:
+        parents = {e.inum: e.owner_inum for e in entries if e.type == "user" and e.owner_inum}
+        visible = visible_user_namespaces(userns, parents)
+        entries = [e for e in entries if (e.inum if e.type == "user" else e.owner_inum) in visible]
+    if types:
+        entries = [e for e in entries if e.type in types]
+    if orphaned is not None:
+        entries = [e for e in entries if e.orphaned is orphaned]
+    if limit is not None:
+        entries = entries[:limit]
+    snap = Snapshot(
+        kernel=service.findings.kernel,
+        mode=service.mode,
+        method=service.tracker.stats.last_scan.method if service.tracker.stats.last_scan else "unknown",
+        time=datetime.fromtimestamp(at, timezone.utc),
+        complete=complete,
+        incomplete_reasons=reasons,
+        free_latency_seconds=service.tracker.free_latency_bound,
+        namespaces=[entry_model(e, at) for e in entries],
+    )
+    return snap.model_dump_json(indent=1) + "\n"
+
