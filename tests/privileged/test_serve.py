@@ -1,0 +1,106 @@
+"""`nstrack serve` on loopback, against namespaces made for real."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import pytest
+
+from .scenario import ASYNC_FREE_GRACE
+from .serving import Served, serve
+
+
+@pytest.fixture(scope="module")
+def srv() -> Iterator[Served]:
+    with serve("--rescan-seconds", "0.5", "--holders-seconds", "0.5") as s:
+        yield s
+
+
+@contextmanager
+def bound_netns(n: int) -> Iterator[list[str]]:
+    """`ip netns add` n times: network namespaces held only by bind mounts; removed afterwards."""
+    names = [f"nstrack-test-{uuid.uuid4().hex[:8]}" for _ in range(n)]
+    with ExitStack() as stack:
+        for name in names:
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            stack.callback(subprocess.run, ["ip", "netns", "del", name], check=False)
+        yield names
+
+
+def wait_metric(srv: Served, series: str, want: float, timeout: float) -> float:
+    end = time.monotonic() + timeout
+    while True:
+        v = srv.metric(series)
+        if v == want or time.monotonic() > end:
+            return v
+        time.sleep(0.3)
+
+
+ORPHANS = 'nstrack_orphaned_namespaces{held_by="mount",ns_type="net"}'
+
+
+def test_orphans_move_with_bind_mounted_netns(srv: Served) -> None:
+    base = srv.metric(ORPHANS)
+    created = srv.metric('nstrack_namespaces_created_total{ns_type="net"}')
+    with bound_netns(3) as names:
+        assert wait_metric(srv, ORPHANS, base + 3, 10) == base + 3
+        orphans = srv.json("/namespaces?type=net&orphaned=true")["namespaces"]
+        paths = {m["path"] for e in orphans for m in e["holders"]["mounts"]}
+        assert {f"/run/netns/{n}" for n in names} <= paths
+        one = next(e for e in orphans if any(m["path"] == f"/run/netns/{names[0]}" for m in e["holders"]["mounts"]))
+    assert srv.metric('nstrack_namespaces_created_total{ns_type="net"}') >= created + 3
+    assert wait_metric(srv, ORPHANS, base, ASYNC_FREE_GRACE + 5) == base
+    # the namespace is gone: its tombstone answers 410 with what was seen
+    deadline = time.monotonic() + ASYNC_FREE_GRACE
+    while True:
+        code, _, body = srv.get("/namespaces/" + urllib.parse.quote(one["name"]))
+        if code == 410 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert code == 410, body
+    assert "was destroyed" in body
+
+
+def test_endpoints(srv: Served) -> None:
+    code, ctype, body = srv.get("/")
+    assert code == 200 and "text/html" in ctype and "/metrics" in body and "tracking mode" in body
+    code, ctype, body = srv.get("/metrics")
+    assert code == 200 and ctype.startswith("text/plain") and "nstrack_build_info" in body
+    code, ctype, body = srv.get("/metrics", accept="application/openmetrics-text; version=1.0.0")
+    assert code == 200 and "openmetrics" in ctype and body.rstrip().endswith("# EOF")
+    health = srv.json("/healthz")
+    assert health["ok"] is True and health["mode"]
+    snap = srv.json("/namespaces")
+    init_net = next(e for e in snap["namespaces"] if e["type"] == "net" and not e["orphaned"])
+    for ident in (init_net["name"], str(init_net["inum"])):
+        assert srv.json("/namespaces/" + urllib.parse.quote(ident))["inum"] == init_net["inum"]
+    assert srv.json("/namespaces?limit=1")["namespaces"].__len__() == 1
+    assert {e["type"] for e in srv.json("/namespaces?type=uts")["namespaces"]} == {"uts"}
+
+
+@pytest.mark.parametrize(("path", "code"), [
+    ("/nope", 404), ("/namespaces?type=nett", 400), ("/namespaces?orphaned=maybe", 400),
+    ("/namespaces?limit=0", 400), ("/namespaces?color=red", 400), ("/namespaces/net:4026531840", 400),
+    ("/namespaces/net:%5B4000000001%5D", 404),
+])
+def test_bad_requests(srv: Served, path: str, code: int) -> None:
+    got, ctype, body = srv.get(path)
+    assert got == code, body
+    assert ctype == "application/json" and '"error"' in body
+
+
+def test_idle_client_does_not_block_scrapes(srv: Served) -> None:
+    idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(8)]
+    try:
+        idle[0].sendall(b"GET /metrics HTTP/1.1\r\n")  # a request that never finishes
+        code, _, body = srv.get("/metrics")
+        assert code == 200 and "nstrack_namespaces" in body
+    finally:
+        for s in idle:
+            s.close()
