@@ -63,13 +63,14 @@ test-unit: setup
 test-host: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider --junitxml=build/junit-host.xml
 
+VMTEST_KERNELS ?=
 vmtest: setup
-	$(PYTHON) tests/vm/vmtest.py
+	$(PYTHON) tests/vm/vmtest.py $(if $(VMTEST_KERNELS),--kernels $(VMTEST_KERNELS))
 
 test: setup
 	@mkdir -p build
 	$(PY) -m pytest tests -q -p no:cacheprovider --junitxml=build/junit-host.xml
-	@if [ -f tests/vm/vmtest.py ]; then $(PYTHON) tests/vm/vmtest.py; fi
+	$(PYTHON) tests/vm/vmtest.py $(if $(VMTEST_KERNELS),--kernels $(VMTEST_KERNELS))
 
 bench: setup
 	@mkdir -p build/bench

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
-from ..model.records import TASK_SOURCES, decode_event
+from ..model.records import TASK_SOURCES, NSRecord, decode_event
 from ..model.replica import Change, Replica
 from . import hooks
 from .libbpf import BPFObject, RingBuffer
@@ -215,7 +215,7 @@ class Tracker:
             self.stats.rescans_for_loss += 1
             log.warning("ring buffer full: %d events lost so far; rescanning", self.stats.lost_events)
             changes += self.drain()
-            changes += self.rescan()
+            changes += self.rescan(heal=True)
         elif time.monotonic() >= self._next_rescan:
             changes += self.rescan()
         if changes and self.on_change:
@@ -237,14 +237,48 @@ class Tracker:
         self.stats.lost_scan = self.scanner.lost_total
         return s
 
-    def rescan(self, startup: bool = False) -> list[Change]:
-        s = self.scan()
+    def rescan(self, startup: bool = False, heal: bool = False) -> list[Change]:
+        """Reconcile the replica with a scan.
+
+        A complete scan (6.18+ lists) may declare namespaces dead. An incomplete one (older kernels)
+        only adds what it finds, except when ``heal``ing after lost events: then a holder scan (tasks,
+        nsfs fds, sockets, bind mounts) plus the owner/parent links of what it found is taken as the
+        truth, since a lost free could otherwise never be noticed. That heal can drop a namespace
+        that only kernel-internal references keep alive; it reappears when something holds it.
+        """
+        s = self.scan(holders=heal)
         self.stats.rescans += 0 if startup else 1
         self.stats.last_scan = s
         self.stats.last_scan_wall = time.time()
         self._next_rescan = time.monotonic() + self.rescan_seconds
-        # An incomplete scan may add what it found but must not declare anything dead.
-        types = set(TYPE_NAMES) if s.complete else set()
+        if s.complete:
+            types: set[str] = set(TYPE_NAMES)
+        elif heal and s.holders_scanned:
+            types = set(TYPE_NAMES)
+            s.namespaces = s.namespaces + self._owners_of(s.namespaces)
+        else:
+            types = set()  # an incomplete scan may add what it found but must not declare anything dead
         return self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
 
-
+    def _owners_of(self, found: list[NSRecord]) -> list[NSRecord]:
+        """Alive owners and parents (user, pid) of the namespaces found, as the replica knows them."""
+        have = {(r.type, r.inum) for r in found}
+        extra: list[NSRecord] = []
+        stack = list(found)
+        while stack:
+            r = stack.pop()
+            known = self.replica.find_alive(r.type, r.inum, r.ns_id)
+            if known is None:
+                continue
+            links = [("user", known.owner_inum)]
+            if known.type == "pid":
+                links.append(("pid", known.parent_inum))
+            for t, inum in links:
+                if inum and (t, inum) not in have:
+                    up = self.replica.find_alive(t, inum)
+                    if up is not None:
+                        have.add((t, inum))
+                        rec = NSRecord(t, inum, up.ns_id, up.owner_inum, up.parent_inum, None)
+                        extra.append(rec)
+                        stack.append(rec)
+        return extra

@@ -527,7 +527,7 @@ class Cpio:
 
 
 INIT_TEMPLATE = r"""#!/bin/sh
-# /init of the vmtest initramfs (busybox): mount the host root over 9p, chroot, run the command.
+# /init of the vmtest initramfs (busybox): mount the host root over 9p and switch to it.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -538,6 +538,7 @@ fail() { say "$*"; poweroff -f; }
 for m in $(cat /vmtest/modules); do
   insmod "/vmtest/$m" || say "insmod $m failed"
 done
+ip link set lo up || say "cannot bring lo up"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=@MSIZE@@ROOTCACHE@ hostroot /mnt || fail "cannot mount the host root over 9p"
 mount -t proc proc /mnt/proc
 mount -t sysfs sysfs /mnt/sys
@@ -554,17 +555,24 @@ mount -t bpf bpf /mnt/sys/fs/bpf || say "no bpffs"
 mount -t cgroup2 cgroup2 /mnt/sys/fs/cgroup 2>/dev/null || say "no cgroup2"
 mkdir -p /mnt@OUT@ /mnt/run/vmtest
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=@MSIZE@ vmout /mnt@OUT@ || fail "cannot mount the results share"
-cp /vmtest/cmd.sh /mnt/run/vmtest/cmd.sh
+cp /bin/busybox /vmtest/cmd.sh /vmtest/stage2.sh /mnt/run/vmtest/
 uname -r > /mnt@OUT@/uname-r
-say "running the guest command"
+# switch_root (not chroot): a chrooted process may not create user namespaces (EPERM).
+exec switch_root /mnt /run/vmtest/busybox sh /run/vmtest/stage2.sh
+fail "switch_root failed"
+"""
+
+# Runs as pid 1 in the host's root (after switch_root), with busybox from /run/vmtest.
+STAGE2_TEMPLATE = r"""BB=/run/vmtest/busybox
+echo "vmtest: running the guest command" > /dev/console
 (
-  chroot /mnt /usr/bin/env -i @ENV@ /bin/sh -c 'cd "$1" && exec /bin/sh /run/vmtest/cmd.sh' vmtest @ROOT@
-  echo $? > /mnt@OUT@/exit-code
-) 2>&1 | tee /mnt@OUT@/output.log
-say "guest command exited $(cat /mnt@OUT@/exit-code)"
-sync
-umount /mnt@OUT@
-poweroff -f
+  $BB env -i @ENV@ /bin/sh -c 'cd "$1" && exec /bin/sh /run/vmtest/cmd.sh' vmtest @ROOT@
+  echo $? > @OUT@/exit-code
+) 2>&1 | $BB tee @OUT@/output.log
+echo "vmtest: guest command exited $($BB cat @OUT@/exit-code)" > /dev/console
+$BB sync
+$BB umount @OUT@
+$BB poweroff -f
 """
 
 
@@ -605,13 +613,17 @@ def build_initramfs(
     cpio.file("vmtest/cmd.sh", (command.rstrip("\n") + "\n").encode(), 0o755)
     env = " ".join(shlex.quote(f"{k}={v}") for k, v in guest_env(kernel.series, env).items())
     init = (
-        INIT_TEMPLATE.replace("@ENV@", env)
-        .replace("@ROOT@", shlex.quote(str(PROJECT_ROOT)))
-        .replace("@OUT@", GUEST_OUT)
+        INIT_TEMPLATE.replace("@OUT@", GUEST_OUT)
         .replace("@MSIZE@", str(msize))
         .replace("@ROOTCACHE@", f",cache={root_cache}" if root_cache != "none" else "")
     )
+    stage2 = (
+        STAGE2_TEMPLATE.replace("@ENV@", env)
+        .replace("@ROOT@", shlex.quote(str(PROJECT_ROOT)))
+        .replace("@OUT@", GUEST_OUT)
+    )
     cpio.file("init", init.encode(), 0o755)
+    cpio.file("vmtest/stage2.sh", stage2.encode(), 0o755)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(cpio.finish())
     # A module neither shipped nor listed in modules.builtin (7.x ships no such list) is either built
