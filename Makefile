@@ -10,7 +10,7 @@ BPF_OUT := nstrack/_bpf
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 # Debian packages the build, the runtime and the tests need.
-DEB_PKGS := clang llvm libbpf1 libbpf-dev bpftool util-linux iproute2 python3-venv time prometheus
+DEB_PKGS := clang llvm libbpf1 libbpf-dev bpftool util-linux iproute2 python3-venv time prometheus systemd openssl
 LISTEN ?= 127.0.0.1:9864
 
 .PHONY: help setup deps bpf venv run test test-unit test-host vmtest bench clean doctor

@@ -6,8 +6,8 @@
  *   fentry mode:     tree_add/tree_remove (6.18+ generic) or the per-type create_* / destroy_* programs
  *   kprobe mode:     the kp_* programs on the same functions
  *   tracepoint mode: tp_fork, tp_unshare_enter/exit (creations); frees come from rescans (scan_tasks)
- * scan_tasks (iter/task) is loaded in every mode: it writes one task_record per task to the iterator's
- * output and, on its first call, walks every namespace list (6.18+) into scan_rb.
+ * scan_tasks (iter/task) writes one task_record per task to the iterator's output; scan_lists walks every
+ * namespace list (6.18+) into scan_rb; scan_files reports nsfs fds and sockets. The Scanner loads them.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -566,6 +566,24 @@ static __always_inline void walk_all(struct task_struct *t)
 	walk_type(NS_OF(BPF_CORE_READ(t, real_cred, user_ns), struct user_namespace), CLONE_NEWUSER);
 }
 
+/*
+ * The 6.18+ namespace-list walk, on the iterator's first task only. A program of its own because it
+ * uses bpf_loop with a callback: kernels before 5.13 reject any object whose func_info lists a callback
+ * subprogram ("number of funcs in func_info doesn't match number of subprogs"), even in dead code, so
+ * Python loads this one only when the kernel's BTF has ns_common.ns_list_node.
+ */
+SEC("iter/task")
+int scan_lists(struct bpf_iter__task *ctx)
+{
+	struct task_struct *t = ctx->task;
+
+	if (t && ctx->meta->seq_num == 0) {
+		scan_walked = 0;
+		walk_all(t);
+	}
+	return 0;
+}
+
 SEC("iter/task")
 int scan_tasks(struct bpf_iter__task *ctx)
 {
@@ -574,10 +592,6 @@ int scan_tasks(struct bpf_iter__task *ctx)
 
 	if (!t)
 		return 0;
-	if (ctx->meta->seq_num == 0) {
-		scan_walked = 0;
-		walk_all(t);
-	}
 	rec.pid = t->pid;
 	rec.tgid = t->tgid;
 	task_inums(t, rec.inum);

@@ -34,6 +34,10 @@ class Config(BaseModel):
     per_namespace_metrics: bool = Field(False, description="export one series per namespace (capped)")
     per_namespace_limit: int = Field(1000, ge=1, description="cap on per-namespace series")
     request_timeout: float = Field(10.0, gt=0, description="seconds a client may take to send a request")
+    web_config_file: str | None = Field(None, description="Prometheus-style web config: TLS cert/key and "
+                                        "bcrypt basic-auth users for every endpoint")
+    keep_caps: bool = Field(False, description="keep every capability after attaching (default: drop all but "
+                            "CAP_SYS_PTRACE)")
 
     @field_validator("listen")
     @classmethod

@@ -59,16 +59,28 @@ class Service:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nstrack-tracker", daemon=True)
         self._next_holders = 0.0
+        self.caps: set[str] | None = None  # effective capabilities after the drop (None: not dropped)
 
     @property
     def mode(self) -> str:
         return self.tracker.mode
 
     def start(self) -> None:
+        """Load, attach and scan; then drop capabilities (unless keep_caps); then start the thread.
+
+        Must run before any other thread exists: capabilities are per thread and new threads inherit
+        the creating thread's.
+        """
         with self.lock:
             self.tracker.start()
             self._scan_holders()
             self.last_poll = time.monotonic()
+        if not self.config.keep_caps:
+            from .kernel.caps import RUNTIME_CAPS, drop_to
+            from .kernel.host import effective_caps
+
+            self.caps = drop_to(set(RUNTIME_CAPS) & effective_caps())
+            log.info("capabilities after attaching: %s", ", ".join(sorted(self.caps)) or "none")
         self._thread.start()
 
     def stop(self) -> None:

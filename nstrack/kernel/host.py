@@ -8,6 +8,10 @@ import os
 from dataclasses import dataclass, field
 
 CAPS = {
+    "CAP_CHOWN": 0,
+    "CAP_DAC_OVERRIDE": 1,
+    "CAP_DAC_READ_SEARCH": 2,
+    "CAP_SETPCAP": 8,
     "CAP_NET_ADMIN": 12,
     "CAP_SYS_PTRACE": 19,
     "CAP_SYS_ADMIN": 21,

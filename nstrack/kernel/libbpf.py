@@ -258,6 +258,7 @@ def _verifier_log(messages: list[str]) -> str:
 
 BTF_KIND_FUNC = 12
 BTF_KIND_STRUCT = 4
+BTF_KIND_UNION = 5
 BTF_KIND_DATASEC = 15
 
 
@@ -276,6 +277,28 @@ class VmlinuxBTF:
     def has(self, name: str, kind: int = BTF_KIND_FUNC) -> bool:
         assert self._ptr is not None
         return bool(lib().btf__find_by_name_kind(self._ptr, name.encode(), kind) > 0)
+
+    def has_member(self, struct: str, member: str) -> bool:
+        """Whether ``struct`` has a member ``member``, looking inside anonymous structs and unions
+        as C does (6.18's ns_common.ns_list_node sits in an anonymous union)."""
+        assert self._ptr is not None
+        tid = lib().btf__find_by_name_kind(self._ptr, struct.encode(), BTF_KIND_STRUCT)
+        return tid > 0 and self._has_member(tid, member.encode(), depth=0)
+
+    def _has_member(self, tid: int, member: bytes, depth: int) -> bool:
+        so = lib()
+        t = so.btf__type_by_id(self._ptr, tid)
+        info = ctypes.c_uint32.from_address(t + 4).value
+        if (info >> 24) & 0x1F not in (BTF_KIND_STRUCT, BTF_KIND_UNION) or depth > 8:
+            return False
+        for k in range(info & 0xFFFF):  # struct btf_member { u32 name_off; u32 type; u32 offset; }
+            base = t + 12 + 12 * k
+            name = so.btf__name_by_offset(self._ptr, ctypes.c_uint32.from_address(base).value)
+            if name == member:
+                return True
+            if not name and self._has_member(ctypes.c_uint32.from_address(base + 4).value, member, depth + 1):
+                return True
+        return False
 
     def close(self) -> None:
         if self._ptr:

@@ -68,7 +68,14 @@ class Findings:
             "missing_capabilities": self.missing_caps,
             "mounts": self.mounts,
             "notes": self.notes,
+            "serve_capabilities": _serve_caps(),
         }
+
+
+def _serve_caps() -> dict[str, dict[str, str]]:
+    from .caps import RUNTIME_CAPS, STARTUP_CAPS
+
+    return {"at_start": STARTUP_CAPS, "kept_after_attach": RUNTIME_CAPS}
 
 
 def _unshare_nothing() -> None:

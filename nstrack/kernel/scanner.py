@@ -16,7 +16,7 @@ from ..model.records import (
     FileRecord, MountRecord, NSRecord, TaskRecord, decode_files, decode_ns_record, decode_tasks,
 )
 from ..model.replica import boot_ns
-from .libbpf import BPFError, BPFLink, BPFObject
+from .libbpf import BPFError, BPFLink, BPFObject, VmlinuxBTF
 from .mounts import nsfs_mounts
 from .objects import bpf_object
 from .procscan import proc_scan
@@ -50,15 +50,18 @@ class Scanner:
     """Loads the scan iterators once; ``scan()`` may be called any number of times."""
 
     def __init__(self, scan_ringbuf_bytes: int = 1 << 23) -> None:
+        with VmlinuxBTF() as btf:
+            self.has_lists = btf.has_member("ns_common", "ns_list_node")  # 6.18+
         obj = BPFObject.open(bpf_object("nstrack"))
         try:
-            obj.only("scan_tasks", "scan_files")
+            obj.only("scan_tasks", "scan_files", *(["scan_lists"] if self.has_lists else []))
             obj.map("scan_rb").max_entries = scan_ringbuf_bytes
             obj.load()
             self._buf: list[bytes] = []
             self._rb = obj.ring_buffer("scan_rb", self._buf.append)
             self._tasks = obj.program("scan_tasks").attach_iter()
             self._files = obj.program("scan_files").attach_iter()
+            self._lists = obj.program("scan_lists").attach_iter() if self.has_lists else None
         except BaseException:
             obj.close()
             raise
@@ -79,6 +82,8 @@ class Scanner:
         """Namespaces and member tasks; with ``holders``, also nsfs fds, sockets and bind mounts."""
         t0, start = time.perf_counter(), boot_ns()
         self._buf.clear()
+        if self._lists is not None:
+            _read(self._lists)  # writes no output: the walk goes to scan_rb
         tasks = decode_tasks(_read(self._tasks))
         self._rb.consume()
         lost = self._obj.read_global("lost_scan")
@@ -92,7 +97,7 @@ class Scanner:
             mounts, unread = nsfs_mounts(_mnt_readers(tasks))
             if unread:
                 reasons.append(f"{len(unread)} mount namespaces without a member task: their bind mounts unread")
-        if self._obj.read_global("scan_has_lists"):
+        if self._lists is not None and self._obj.read_global("scan_has_lists"):
             namespaces = [decode_ns_record(r) for r in self._buf]
             method, complete = "ns-lists", lost_now == 0
             if lost_now:

@@ -42,6 +42,12 @@ def render(f: Findings) -> str:
     if d.upgrade:
         out.append("to get a better mode:")
         out.extend(f"  - {u}" for u in d.upgrade)
+    from ..kernel.caps import RUNTIME_CAPS, STARTUP_CAPS
+
+    out.append("privileges of `nstrack serve`:")
+    out.extend(f"  at start {c}: {why}" for c, why in STARTUP_CAPS.items() if c not in RUNTIME_CAPS)
+    out.extend(f"  kept     {c}: {why}" for c, why in RUNTIME_CAPS.items())
+    out.append("  every other capability is dropped after attaching (--keep-caps keeps them)")
     if f.notes:
         out.append("notes:")
         out.extend(f"  - {n}" for n in f.notes)

@@ -21,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 
 from .. import __version__
 from ..model.nstypes import UnknownNamespaceType, ns_type
+from ..webconfig import BasicAuth, WebConfig, ssl_context
 from .metrics import NstrackCollector
 
 if TYPE_CHECKING:
@@ -42,7 +43,10 @@ def _bool(v: str) -> bool:
     raise BadRequest(f"expected true or false, got {v!r}")
 
 
-def make_server(service: Service) -> ThreadingHTTPServer:
+def make_server(service: Service, web: WebConfig | None = None) -> ThreadingHTTPServer:
+    web = web or WebConfig()
+    auth = BasicAuth(web.basic_auth_users)
+    tls = ssl_context(web)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NstrackCollector(service))
     timeout = service.config.request_timeout
@@ -75,7 +79,22 @@ def make_server(service: Service) -> ThreadingHTTPServer:
         def do_HEAD(self) -> None:
             self.do_GET()
 
+        def _authorized(self) -> bool:
+            if auth.check(self.headers.get("Authorization")):
+                return True
+            body = json.dumps({"error": "unauthorized", "status": 401}).encode() + b"\n"
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="nstrack"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return False
+
         def do_GET(self) -> None:
+            if not self._authorized():
+                return
             url = urlsplit(self.path)
             try:
                 query = {k: v[-1] for k, v in parse_qs(url.query, strict_parsing=False).items()}
@@ -103,7 +122,8 @@ def make_server(service: Service) -> ThreadingHTTPServer:
                 self._error(500, f"internal error: {type(exc).__name__}")
 
         def do_POST(self) -> None:
-            self._error(405, "read-only API: use GET")
+            if self._authorized():
+                self._error(405, "read-only API: use GET")
 
         do_PUT = do_DELETE = do_PATCH = do_POST
 
@@ -184,7 +204,10 @@ def make_server(service: Service) -> ThreadingHTTPServer:
         allow_reuse_address = True
         request_queue_size = 64
 
-    return Server(service.config.address, Handler)
+    server = Server(service.config.address, Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return server
 
 
 def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int | None = None,

@@ -13,9 +13,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load
 
     flags = {k: getattr(args, k, None) for k in ("listen", "mode", "rescan_seconds", "holders_seconds",
-                                                  "per_namespace_metrics", "per_namespace_limit")}
+                                                  "per_namespace_metrics", "per_namespace_limit", "keep_caps", "web_config_file")}
+    from ..webconfig import WebConfig, load_web_config, ssl_context
+
     try:
         config = load(args.config, flags)
+        web = load_web_config(config.web_config_file) if config.web_config_file else WebConfig()
+        ssl_context(web)  # fail now, not at the first connection
     except ConfigError as exc:
         print(f"nstrack serve: {exc}", file=sys.stderr)
         return 2
@@ -39,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.stop()
         return 1
     try:
-        server = make_server(service)
+        server = make_server(service, web)
     except OSError as exc:
         print(f"nstrack serve: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr)
         service.stop()
@@ -52,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _term)
     bound = service.tracker.free_latency_bound
-    logging.info("serving http://%s/ (mode %s, %d namespaces; frees %s)", config.listen, service.mode,
+    logging.info("serving %s://%s/ (mode %s, %d namespaces; frees %s)", "https" if web.tls_server_config else "http",
+                 config.listen, service.mode,
                  len(service.tracker.replica),
                  f"within {bound:g} s (rescans)" if bound else "as they happen")
     try:
