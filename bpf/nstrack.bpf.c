@@ -247,6 +247,46 @@ FENTRY_FREE(__put_user_ns, CLONE_NEWUSER, struct user_namespace)
 FENTRY_FREE(free_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
 FENTRY_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace)
 
+/*
+ * Before 6.18 the per-type free functions are often inlined into their same-file callers (on 6.1,
+ * __put_net is not called as a function when an nsfs fd drops the last reference), so their hooks
+ * miss frees. Every namespace returns its inode number through proc_free_inum (fs/proc, never inlined
+ * into namespace code): one hook for every type. Proc entries free their inums here too; Python
+ * ignores inums that belong to no live namespace.
+ */
+static __always_inline void emit_inum_free(unsigned int inum)
+{
+	struct ns_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!e) {
+		__sync_fetch_and_add(&lost_events, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->kind = NSTRACK_EV_DESTROYED;
+	e->inum = inum;
+	e->pid = (__u32)id;
+	e->tgid = id >> 32;
+	e->source = NSTRACK_SRC_FREE_INUM;
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("fentry/proc_free_inum")
+int BPF_PROG(destroy_proc_free_inum, unsigned int inum)
+{
+	emit_inum_free(inum);
+	return 0;
+}
+
+SEC("kprobe/proc_free_inum")
+int BPF_KPROBE(kp_destroy_proc_free_inum, unsigned int inum)
+{
+	emit_inum_free(inum);
+	return 0;
+}
+
 SEC("fentry/delayed_free_pidns")
 int BPF_PROG(destroy_delayed_free_pidns, struct callback_head *p)
 {

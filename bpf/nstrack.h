@@ -19,6 +19,8 @@
 #define NSTRACK_SRC_FREE        4 /* per-type free function */
 #define NSTRACK_SRC_FORK        5 /* tp_btf/sched_process_fork: child has a namespace its parent has not */
 #define NSTRACK_SRC_UNSHARE     6 /* syscalls/sys_exit_unshare: the task's namespace changed */
+#define NSTRACK_SRC_FREE_INUM   7 /* proc_free_inum (< 6.18): an inode number went back; type 0, Python
+                                    * resolves it (live namespace inums are unique across types) */
 
 /* One create or destroy, into the `events` ring buffer. 72 bytes. */
 struct ns_event {

@@ -33,7 +33,7 @@ PER_TYPE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 ALL_FUNCTIONS: tuple[str, ...] = tuple(
-    sorted({GENERIC_CREATE, GENERIC_DESTROY} | {f for c, d in PER_TYPE.values() for f in c + d})
+    sorted({GENERIC_CREATE, GENERIC_DESTROY, "proc_free_inum"} | {f for c, d in PER_TYPE.values() for f in c + d})
 )
 
 
@@ -47,6 +47,12 @@ class TypeHooks:
         return self.create is not None and self.destroy is not None
 
 
+# Before 6.18 the per-type free functions are often inlined into same-file callers (seen on 6.1: an
+# nsfs fd's last put never calls __put_net as a function), so frees go through the one function every
+# namespace type returns its inode number to, in fs/proc where namespace code cannot inline it.
+INUM_FREE = "proc_free_inum"
+
+
 def resolve(present: set[str] | frozenset[str]) -> dict[str, TypeHooks]:
     """Hooks per type given the set of functions that exist (in BTF for fentry, kallsyms for kprobe)."""
     if GENERIC_CREATE in present and GENERIC_DESTROY in present:
@@ -54,7 +60,7 @@ def resolve(present: set[str] | frozenset[str]) -> dict[str, TypeHooks]:
     out: dict[str, TypeHooks] = {}
     for t, (creates, destroys) in PER_TYPE.items():
         c = next((f for f in creates if f in present), None)
-        d = next((f for f in destroys if f in present), None)
+        d = INUM_FREE if INUM_FREE in present else next((f for f in destroys if f in present), None)
         out[t] = TypeHooks(c, d)
     return out
 

@@ -45,6 +45,7 @@ class Stats:
     last_scan: Scan | None = None
     last_scan_wall: float = 0.0
     bad_records: int = 0
+    other_inum_frees: int = 0  # proc_free_inum for inums of no live namespace (proc entries)
     attached: list[str] = field(default_factory=list)
 
 
@@ -80,6 +81,7 @@ def plan_for(findings: Findings) -> Plan:
                     attach += [(f"create_{c}", None), (f"destroy_{x}", None)]
                 else:
                     attach += [("kp_create_entry", c), (f"kp_create_{c}", None), (f"kp_destroy_{x}", None)]
+            attach = list(dict.fromkeys(attach))  # one proc_free_inum hook serves every type
         for t in d.per_type:
             if d.per_type[t] == d.mode:
                 event_types[t] = {"any"}
@@ -178,7 +180,11 @@ class Tracker:
         except ValueError:
             self.stats.bad_records += 1
             return
-        accepted = self.plan.event_types.get(ev.type, set())
+        if ev.type == "":  # an inode number freed: only interesting if a live namespace had it
+            if self.replica.find_alive_inum(ev.inum) is None:
+                self.stats.other_inum_frees += 1
+                return
+        accepted = self.plan.event_types.get(ev.type, {"any"}) if ev.type else {"any"}
         if "any" not in accepted and ev.source not in accepted:
             return  # this type is tracked by another hook set; avoid double reports
         self.stats.events += 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .nstypes import BY_FLAG, format_name
 
 EV_CREATED, EV_DESTROYED = 1, 2
-SOURCES = {1: "tree_add", 2: "tree_remove", 3: "copy", 4: "free", 5: "fork", 6: "unshare", 7: "scan"}
+SOURCES = {1: "tree_add", 2: "tree_remove", 3: "copy", 4: "free", 5: "fork", 6: "unshare", 7: "free_inum"}
 TASK_SOURCES = {"fork", "unshare"}  # tracepoint-mode sources (used for per-type fallback)
 
 EVENT = struct.Struct("<QQQIIIIIIII16s")  # struct ns_event, 72 bytes
@@ -49,7 +49,7 @@ def _type_name(flag: int) -> str:
 @dataclass(frozen=True)
 class Event:
     kind: str  # "created" | "destroyed"
-    type: str
+    type: str  # "" for a freed inode number whose namespace type the replica resolves
     inum: int
     ns_id: int | None
     ts_ns: int  # CLOCK_BOOTTIME nanoseconds
@@ -72,9 +72,11 @@ def decode_event(raw: bytes) -> Event:
     ts, ns_id, cg, kind, flag, inum, owner, parent, pid, tgid, src, comm = EVENT.unpack_from(raw)
     if kind not in (EV_CREATED, EV_DESTROYED):
         raise RecordError(f"unknown event kind {kind}")
+    # a freed inode number (proc_free_inum) comes without a type: "" until the replica resolves it
+    type_ = "" if (flag == 0 and kind == EV_DESTROYED) else _type_name(flag)
     return Event(
         kind="created" if kind == EV_CREATED else "destroyed",
-        type=_type_name(flag),
+        type=type_,
         inum=inum,
         ns_id=ns_id or None,
         ts_ns=ts,

@@ -98,6 +98,7 @@ class Replica:
         self.alive: dict[Key, Namespace] = {}
         self._by_inum: dict[tuple[str, int], Key] = {}
         self._by_id: dict[int, Key] = {}
+        self._by_any_inum: dict[int, Key] = {}
         self.tombstones: OrderedDict[Key, Namespace] = OrderedDict()
         self._generation: dict[tuple[str, int], int] = {}
         self.tombstone_seconds = tombstone_seconds
@@ -110,9 +111,17 @@ class Replica:
         return len(self.alive)
 
     def find_alive(self, type_: str, inum: int, ns_id: int | None = None) -> Namespace | None:
+        if not type_ and ns_id is None:
+            return self.find_alive_inum(inum)
         if ns_id is not None and ns_id in self._by_id:
             return self.alive[self._by_id[ns_id]]
         key = self._by_inum.get((type_, inum))
+        return self.alive[key] if key is not None else None
+
+    def find_alive_inum(self, inum: int) -> Namespace | None:
+        """The live namespace with this inode number, whatever its type (live inums are unique:
+        every namespace type and proc entry draws them from one allocator)."""
+        key = self._by_any_inum.get(inum)
         return self.alive[key] if key is not None else None
 
     def lookup(self, type_: str | None = None, inum: int | None = None, ns_id: int | None = None) -> list[Namespace]:
@@ -134,6 +143,7 @@ class Replica:
         key = ns.key
         self.alive[key] = ns
         self._by_inum[(ns.type, ns.inum)] = key
+        self._by_any_inum[ns.inum] = key
         if ns.ns_id is not None:
             self._by_id[ns.ns_id] = key
 
@@ -142,6 +152,8 @@ class Replica:
         self.alive.pop(key, None)
         if self._by_inum.get((ns.type, ns.inum)) == key:
             del self._by_inum[(ns.type, ns.inum)]
+        if self._by_any_inum.get(ns.inum) == key:
+            del self._by_any_inum[ns.inum]
         if ns.ns_id is not None:
             self._by_id.pop(ns.ns_id, None)
         ns.destroyed_ns = when_ns

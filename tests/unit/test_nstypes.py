@@ -29,7 +29,8 @@ def test_hook_table_prefers_generic_hooks() -> None:
     assert all(h.create == "__ns_tree_add_raw" and h.destroy == "__ns_tree_remove" for h in r.values())
     older = everything - {"__ns_tree_add_raw"}
     r = hooks.resolve(older)
-    assert r["net"].create == "copy_net_ns" and r["net"].destroy == "__put_net"
+    assert r["net"].create == "copy_net_ns" and r["net"].destroy == "proc_free_inum"
+    assert hooks.resolve(older - {"proc_free_inum"})["net"].destroy == "__put_net"
     assert hooks.hooked_types({"copy_net_ns"}) == frozenset()
     assert hooks.hooked_types({"copy_net_ns", "__put_net", "copy_utsname"}) == {"net"}
 
@@ -48,5 +49,7 @@ def test_every_hook_candidate_has_its_programs() -> None:
         for fn in destroys:
             assert programs[f"destroy_{fn}"] == f"fentry/{fn}"
             assert programs[f"kp_destroy_{fn}"] == f"kprobe/{fn}"
+    assert programs["destroy_proc_free_inum"] == "fentry/proc_free_inum"
+    assert programs["kp_destroy_proc_free_inum"] == "kprobe/proc_free_inum"
     assert programs["tree_add"] == "fentry/__ns_tree_add_raw"
     assert programs["tree_remove"] == "fentry/__ns_tree_remove"

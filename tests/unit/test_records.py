@@ -34,6 +34,8 @@ def test_event_round_trip() -> None:
     assert ev.name == "net:[4026532178]"
     ev2 = decode_event(EVENT.pack(5, 0, 0, 2, USER, 7, 0, 0, 0, 0, 2, b""))
     assert ev2.kind == "destroyed" and ev2.ns_id is None and ev2.source == "tree_remove"
+    ev3 = decode_event(EVENT.pack(5, 0, 0, 2, 0, 4026532000, 0, 0, 0, 0, 7, b""))
+    assert ev3.type == "" and ev3.source == "free_inum"
 
 
 @pytest.mark.parametrize(

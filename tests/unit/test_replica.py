@@ -108,3 +108,12 @@ def test_tombstones_are_bounded_in_time_and_number() -> None:
     assert [n.inum for n in r.tombstones.values()] == [2, 3, 4]  # at most 3
     assert r.expire(now_ns=int(24.5e9)) == 2  # died at 22 s and 23 s: over 1 s ago
     assert [n.inum for n in r.tombstones.values()] == [4]
+
+
+def test_freed_inode_number_resolves_the_type() -> None:
+    """proc_free_inum reports only an inum: the live namespace with it, whatever its type, is gone."""
+    r = Replica()
+    [c] = r.apply(ev("created", 77, 10, type_="uts"))
+    [d] = r.apply(Event("destroyed", "", 77, None, 20, 0, 0, 0, 0, "", 0, "free_inum"))
+    assert d.ns is c.ns and not c.ns.alive
+    assert r.find_alive_inum(77) is None
