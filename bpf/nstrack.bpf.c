@@ -680,7 +680,9 @@ int scan_files(struct bpf_iter__task_file *ctx)
 	struct file *f = ctx->file;
 	struct task_struct *t = ctx->task;
 	struct file_record rec = {};
+	struct user_namespace *owner = NULL;
 	struct inode *inode;
+	__u32 unused;
 
 	if (!f || !t)
 		return 0;
@@ -694,6 +696,7 @@ int scan_files(struct bpf_iter__task_file *ctx)
 		rec.kind = NSTRACK_FILE_SOCKET;
 		rec.ns_type = CLONE_NEWNET;
 		rec.inum = BPF_CORE_READ(net, ns.inum);
+		owner = BPF_CORE_READ(net, user_ns);
 	} else if (BPF_CORE_READ(inode, i_sb, s_magic) == NSFS_MAGIC) {
 		struct ns_common *ns = BPF_CORE_READ(inode, i_private);
 
@@ -702,9 +705,11 @@ int scan_files(struct bpf_iter__task_file *ctx)
 		rec.kind = NSTRACK_FILE_NSFS;
 		rec.ns_type = any_type_of(ns);
 		rec.inum = BPF_CORE_READ(ns, inum);
+		owner = owner_of(ns, rec.ns_type, &unused);
 	} else {
 		return 0;
 	}
+	rec.owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
 	rec.tgid = t->tgid;
 	rec.fd = ctx->fd;
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));

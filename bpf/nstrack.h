@@ -85,7 +85,7 @@ struct file_record {
 	__u32 kind;
 	__u32 ns_type;
 	__u32 inum;
-	__u32 pad;
+	__u32 owner_inum;  /* owning user namespace (for a user namespace: its parent) */
 };
 
 #endif /* NSTRACK_H */

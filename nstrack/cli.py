@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--web-config-file", dest="web_config_file", metavar="FILE",
                     help="TLS and basic auth, as Prometheus' web config (tls_server_config, basic_auth_users)")
     se.add_argument("--keep-caps", dest="keep_caps", action="store_const", const=True,
-                    help="keep every capability after attaching (default: keep only CAP_SYS_PTRACE)")
+                    help="keep every capability after attaching (default: keep only CAP_BPF and CAP_SYS_PTRACE)")
     return p
 
 

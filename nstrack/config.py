@@ -37,7 +37,7 @@ class Config(BaseModel):
     web_config_file: str | None = Field(None, description="Prometheus-style web config: TLS cert/key and "
                                         "bcrypt basic-auth users for every endpoint")
     keep_caps: bool = Field(False, description="keep every capability after attaching (default: drop all but "
-                            "CAP_SYS_PTRACE)")
+                            "CAP_BPF and CAP_SYS_PTRACE)")
 
     @field_validator("listen")
     @classmethod

@@ -1,9 +1,11 @@
 """Dropping capabilities once everything is loaded and attached.
 
-After start-up nstrack only reads: iterators, ring buffers and maps work on the file descriptors it
-already holds (no capability checks on those), so CAP_BPF and CAP_PERFMON can go. What stays is
-RUNTIME_CAPS, each for a reason that `nstrack doctor` prints. Capabilities are per thread: drop before
-starting any other thread (threads inherit the creating thread's sets).
+After start-up nstrack only reads: ring buffers (mmap), iterator instances and map reads on the file
+descriptors it already holds. CAP_PERFMON (tracing programs) and the rest can go. CAP_BPF stays: seen
+on Debian's 5.10 under QEMU, with kernel.unprivileged_bpf_disabled set (Debian's default) the kernel
+refuses every bpf(2) command without it, even a map lookup on an fd already held, and rescans need
+bpf(BPF_ITER_CREATE). Capabilities are per thread: drop before starting any other thread (threads
+inherit the creating thread's sets).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from .host import CAPS, effective_caps
 
 # what `serve` keeps after attaching, and why
 RUNTIME_CAPS: dict[str, str] = {
+    "CAP_BPF": "bpf(2) at run time (iterator instances for rescans, map reads): with "
+               "kernel.unprivileged_bpf_disabled set, older kernels refuse every bpf() command without it",
     "CAP_SYS_PTRACE": "read /proc/PID/mountinfo of other users' processes, to find nsfs bind mounts in "
                       "every mount namespace (holder scans)",
 }
 # what loading and attaching need, and why (documented in deploy/)
 STARTUP_CAPS: dict[str, str] = {
-    "CAP_BPF": "bpf(2): load programs, create maps and ring buffers, attach iterators",
     "CAP_PERFMON": "tracing programs (tp_btf, fentry, kprobes, tracepoints) and reading kernel memory",
     "CAP_SYS_RESOURCE": "raise RLIMIT_MEMLOCK on kernels before 5.11 (libbpf does it)",
     **RUNTIME_CAPS,

@@ -18,6 +18,7 @@ from ..model.records import (
 from ..model.replica import boot_ns
 from .libbpf import BPFError, BPFLink, BPFObject, VmlinuxBTF
 from .mounts import nsfs_mounts
+from .owners import openable_paths, resolve_links
 from .objects import bpf_object
 from .procscan import proc_scan
 
@@ -104,6 +105,8 @@ class Scanner:
                 reasons.append(f"scan ring buffer full: {lost_now} namespaces not reported")
         else:
             namespaces = derive_namespaces(tasks, files, mounts)
+            if holders:  # owners and parents, and the namespaces kept alive only as such
+                namespaces = resolve_links(namespaces, openable_paths(tasks, files, mounts))
             method, complete = "tasks", False
             reasons.append(
                 "kernel without namespace lists (before 6.18): namespaces are found through tasks"
@@ -127,7 +130,7 @@ def derive_namespaces(
         for type_, inum in t.namespaces():
             seen.setdefault((type_, inum), NSRecord(type_, inum, None, 0, 0, None))
     for f in files:
-        seen.setdefault((f.type, f.inum), NSRecord(f.type, f.inum, None, 0, 0, None))
+        seen.setdefault((f.type, f.inum), NSRecord(f.type, f.inum, None, f.owner_inum, 0, None))
     for m in mounts:
         seen.setdefault((m.type, m.inum), NSRecord(m.type, m.inum, None, 0, 0, None))
     return list(seen.values())
@@ -140,6 +143,7 @@ def procfs_scan() -> Scan:
     for m in mounts:
         if not any(n.type == m.type and n.inum == m.inum for n in namespaces):
             namespaces.append(NSRecord(m.type, m.inum, None, 0, 0, None))
+    namespaces = resolve_links(namespaces, openable_paths(tasks, [], mounts))
     return Scan(start, time.perf_counter() - t0, namespaces, tasks, False, "procfs", [], mounts, True,
                 ["no BPF: /proc only (like lsns); namespaces held only by fds of processes, sockets, "
                  "child namespaces or kernel references are missed, and no creators are known"])

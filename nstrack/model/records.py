@@ -152,14 +152,15 @@ class FileRecord:
     kind: str  # "nsfs" | "socket"
     type: str
     inum: int
+    owner_inum: int = 0
 
 
 def decode_files(data: bytes) -> list[FileRecord]:
     if len(data) % FILE_RECORD.size:
         raise RecordError(f"file records: {len(data)} bytes is not a multiple of {FILE_RECORD.size}")
     out = []
-    for tgid, fd, kind, flag, inum, _pad in FILE_RECORD.iter_unpack(data):
-        out.append(FileRecord(tgid, fd, FILE_KINDS.get(kind, str(kind)), _type_name(flag), inum))
+    for tgid, fd, kind, flag, inum, owner in FILE_RECORD.iter_unpack(data):
+        out.append(FileRecord(tgid, fd, FILE_KINDS.get(kind, str(kind)), _type_name(flag), inum, owner))
     return out
 
 

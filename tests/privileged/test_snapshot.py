@@ -154,3 +154,22 @@ def test_without_bpf_privileges() -> None:
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["complete"] is False and d["method"] == "procfs" and d["incomplete_reasons"]
+
+
+def test_owner_links_from_ioctls_match_the_kernel_walk(scenario: dict[str, Any]) -> None:
+    """The pre-6.18 path (nsfs ioctls) against the 6.18 in-kernel walk, on kernels that have both."""
+    from nstrack.kernel.owners import openable_paths, resolve_links
+    from nstrack.kernel.scanner import Scanner, derive_namespaces
+
+    with Scanner() as s:
+        sc = s.scan(holders=True)
+    derived = resolve_links(derive_namespaces(sc.tasks, sc.files, sc.mounts),
+                            openable_paths(sc.tasks, sc.files, sc.mounts))
+    mine = {(r.type, r.inum): (r.owner_inum, r.parent_inum) for r in derived}
+    for name in scenario:  # every scenario namespace is found through holders or as an owner
+        t, inum = name.split(":")[0], int(name.split("[")[1][:-1])
+        assert (t, inum) in mine, name
+    if sc.method == "ns-lists":
+        truth = {(r.type, r.inum): (r.owner_inum, r.parent_inum) for r in sc.namespaces}
+        wrong = {k: (v, truth.get(k)) for k, v in mine.items() if truth.get(k) != v}
+        assert not wrong, wrong

@@ -18,7 +18,7 @@ NET, USER = 0x40000000, 0x10000000
     [("ns_event", EVENT, ("ts_ns", 0), ("comm", 56)),
      ("ns_record", NS_RECORD, ("ns_id", 0), ("owner_ns_id", 32)),
      ("task_record", TASK_RECORD, ("pid", 0), ("uid", 64)),
-     ("file_record", FILE_RECORD, ("tgid", 0), ("inum", 16))],
+     ("file_record", FILE_RECORD, ("tgid", 0), ("owner_inum", 20))],
 )
 def test_layouts_match_the_compiled_object(struct: str, fmt: object, first: tuple[str, int], last: tuple[str, int]) -> None:
     size, members = struct_layout(bpf_object("nstrack"), struct)
