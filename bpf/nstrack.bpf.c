@@ -347,7 +347,7 @@ static __always_inline int kp_arg1(__u64 *arg1)
 SEC("kretprobe/" #fn)                                                                        \
 int BPF_KRETPROBE(kp_create_##fn, T *ret)                                                    \
 {                                                                                            \
-	__u64 flags;                                                                         \
+	__u64 flags = 0;                                                                     \
 	if (kp_arg1(&flags) == 0 && (flags & TYPE) && !IS_ERR_OR_NULL(ret))                  \
 		emit(&ret->ns, TYPE, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);                   \
 	return 0;                                                                            \
@@ -364,7 +364,7 @@ KRET_COPY(copy_mnt_ns, CLONE_NEWNS, struct mnt_namespace)
 SEC("kretprobe/create_user_ns")
 int BPF_KRETPROBE(kp_create_create_user_ns, int ret)
 {
-	__u64 cred;
+	__u64 cred = 0; /* initialised: the verifier cannot follow kp_arg1's failure path otherwise */
 
 	if (kp_arg1(&cred) == 0 && ret == 0) {
 		struct user_namespace *u = BPF_CORE_READ((struct cred *)cred, user_ns);

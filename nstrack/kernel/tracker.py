@@ -246,24 +246,28 @@ class Tracker:
     def rescan(self, startup: bool = False, heal: bool = False) -> list[Change]:
         """Reconcile the replica with a scan.
 
-        A complete scan (6.18+ lists) may declare namespaces dead. An incomplete one (older kernels)
-        only adds what it finds, except when ``heal``ing after lost events: then a holder scan (tasks,
-        nsfs fds, sockets, bind mounts) plus the owner/parent links of what it found is taken as the
-        truth, since a lost free could otherwise never be noticed. That heal can drop a namespace
-        that only kernel-internal references keep alive; it reappears when something holds it.
+        A complete scan (6.18+ lists) may declare namespaces dead. On older kernels the scan finds
+        namespaces through what holds them (tasks, nsfs fds, sockets, bind mounts, and owner/parent
+        links): that holder scan is taken as the truth when frees can be learnt no other way, i.e. for
+        the types tracked by rescans (tracepoint mode, per-type fallback) and when ``heal``ing after
+        lost events. It can drop a namespace that only kernel-internal references keep alive; it
+        reappears when something holds it. Otherwise an incomplete scan only adds what it finds.
         """
-        s = self.scan(holders=heal)
+        has_lists = self.scanner is not None and self.scanner.has_lists
+        judge = set(TYPE_NAMES) if heal else set(self.plan.rescan_types)
+        holders = bool(judge) and not has_lists and self.scanner is not None
+        s = self.scan(holders=holders)
         self.stats.rescans += 0 if startup else 1
         self.stats.last_scan = s
         self.stats.last_scan_wall = time.time()
         self._next_rescan = time.monotonic() + self.rescan_seconds
         if s.complete:
             types: set[str] = set(TYPE_NAMES)
-        elif heal and s.holders_scanned:
-            types = set(TYPE_NAMES)
+        elif holders and s.holders_scanned:
+            types = judge
             s.namespaces = s.namespaces + self._owners_of(s.namespaces)
         else:
-            types = set()  # an incomplete scan may add what it found but must not declare anything dead
+            types = set()
         return self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
 
     def _owners_of(self, found: list[NSRecord]) -> list[NSRecord]:

@@ -22,11 +22,15 @@ from nstrack.model.nstypes import TYPE_NAMES
 from .scenario import ASYNC_FREE_GRACE, Made, Recorder, bind_mount, make_namespace, nsfs_fd
 
 RESCAN = 0.5
+# Modes to run the create/free matrix in: the best one by default; the VM matrix sets
+# NSTRACK_TEST_MODES=fentry,kprobe,tracepoint. A listed mode the kernel cannot run fails the test.
+MODES = [m for m in os.environ.get("NSTRACK_TEST_MODES", "").split(",") if m] or [None]
 
 
-@pytest.fixture(scope="module")
-def rec() -> Iterator[Recorder]:
-    findings = investigate()
+@pytest.fixture(scope="module", params=MODES, ids=[m or "best" for m in MODES])
+def rec(request: pytest.FixtureRequest) -> Iterator[Recorder]:
+    findings = investigate(requested_mode=request.param)
+    assert request.param is None or findings.decision.mode == request.param
     tracker = Tracker(findings, rescan_seconds=RESCAN)
     tracker.start()
     try:
