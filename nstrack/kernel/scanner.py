@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..model.records import (
-    FileRecord, MountRecord, NSRecord, TaskRecord, decode_files, decode_ns_record, decode_tasks,
+    FileRecord, MountRecord, NSRecord, TaskRecord, decode_files, decode_ns_records, decode_tasks,
 )
 from ..model.replica import boot_ns
 from .libbpf import BPFError, BPFLink, BPFObject, VmlinuxBTF
@@ -99,7 +99,7 @@ class Scanner:
             if unread:
                 reasons.append(f"{len(unread)} mount namespaces without a member task: their bind mounts unread")
         if self._lists is not None and self._obj.read_global("scan_has_lists"):
-            namespaces = [decode_ns_record(r) for r in self._buf]
+            namespaces = decode_ns_records(self._buf)
             method, complete = "ns-lists", lost_now == 0
             if lost_now:
                 reasons.append(f"scan ring buffer full: {lost_now} namespaces not reported")

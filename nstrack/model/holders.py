@@ -15,36 +15,37 @@ from .records import SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
 from .replica import Creator, Replica
 
 _ROLE = {"pid_for_children": "pid_for_children", "time_for_children": "time_for_children"}
+_NONE: list = []  # type: ignore[type-arg]  # shared empty holder list (never mutated)
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskHolder:
     pid: int
     comm: str
     role: str = "member"  # member, pid_for_children, time_for_children, zombie
 
 
-@dataclass
+@dataclass(slots=True)
 class FdHolder:
     pid: int
     fd: int
     comm: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class MountHolder:
     mnt_ns: str
     path: str
 
 
-@dataclass
+@dataclass(slots=True)
 class SocketHolder:
     pid: int
     comm: str
     count: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Holders:
     tasks: list[TaskHolder] = field(default_factory=list)
     fds: list[FdHolder] = field(default_factory=list)
@@ -53,7 +54,7 @@ class Holders:
     children: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     type: str
     inum: int
@@ -96,7 +97,9 @@ def aggregate(
     userns: int | None = None,
     types: set[str] | None = None,
     orphaned_only: bool = False,
+    explain: bool = True,
 ) -> list[Entry]:
+    """Holders of every namespace; ``explain=False`` skips the keeps_alive sentences (for `ls`)."""
     comm = {t.tgid: t.comm for t in tasks}
     task_holders: dict[tuple[str, int], list[TaskHolder]] = defaultdict(list)
     seen: set[tuple[str, int, int]] = set()  # (type, inum, tgid): threads repeat their leader
@@ -149,12 +152,14 @@ def aggregate(
             continue
         if visible is not None and (r.inum if r.type == "user" else owner) not in visible:
             continue
+        sock = sockets.get(key)
+        kids = children.get(key)
         h = Holders(
-            tasks=task_holders.get(key, []),
-            fds=fd_holders.get(key, []),
-            mounts=mount_holders.get(key, []),
-            sockets=[SocketHolder(p, comm.get(p, ""), n) for p, n in sorted(sockets.get(key, {}).items())],
-            children=sorted(children.get(key, [])),
+            tasks=task_holders.get(key, _NONE),
+            fds=fd_holders.get(key, _NONE),
+            mounts=mount_holders.get(key, _NONE),
+            sockets=[SocketHolder(p, comm.get(p, ""), n) for p, n in sorted(sock.items())] if sock else _NONE,
+            children=sorted(kids) if kids else _NONE,
         )
         orphaned = not any(t.role != "zombie" for t in h.tasks)
         if orphaned_only and not orphaned:
@@ -169,7 +174,7 @@ def aggregate(
             refcount=r.refcount,
             holders=h,
             orphaned=orphaned,
-            keeps_alive=keeps_alive(h, r.refcount) if orphaned else None,
+            keeps_alive=keeps_alive(h, r.refcount) if orphaned and explain else None,
             created_ns=known.created_ns if known else None,
             first_seen_ns=known.first_seen_ns if known else None,
             creator=known.creator if known else None,

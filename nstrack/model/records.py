@@ -46,7 +46,7 @@ def _type_name(flag: int) -> str:
     return t.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     kind: str  # "created" | "destroyed"
     type: str  # "" for a freed inode number whose namespace type the replica resolves
@@ -90,7 +90,7 @@ def decode_event(raw: bytes) -> Event:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NSRecord:
     """A live namespace as a scan found it."""
 
@@ -107,6 +107,13 @@ class NSRecord:
         return format_name(self.type, self.inum)
 
 
+def decode_ns_records(chunks: list[bytes]) -> list[NSRecord]:
+    """Many ns_record ring-buffer records at once (one unpack pass over the joined bytes)."""
+    data = b"".join(c[: NS_RECORD.size] for c in chunks)
+    return [NSRecord(_type_name(flag), inum, ns_id or None, owner, parent, ref or None, owner_id or None)
+            for ns_id, flag, inum, owner, parent, ref, _f, owner_id in NS_RECORD.iter_unpack(data)]
+
+
 def decode_ns_record(raw: bytes) -> NSRecord:
     if len(raw) < NS_RECORD.size:
         raise RecordError(f"namespace record of {len(raw)} bytes, expected {NS_RECORD.size}")
@@ -114,7 +121,7 @@ def decode_ns_record(raw: bytes) -> NSRecord:
     return NSRecord(_type_name(flag), inum, ns_id or None, owner, parent, ref or None, owner_id or None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskRecord:
     pid: int
     tgid: int
@@ -145,7 +152,7 @@ FILE_RECORD = struct.Struct("<IIIIII")  # struct file_record, 24 bytes
 FILE_KINDS = {1: "nsfs", 2: "socket"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRecord:
     tgid: int
     fd: int
@@ -164,7 +171,7 @@ def decode_files(data: bytes) -> list[FileRecord]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MountRecord:
     """An nsfs bind mount: namespace ``type:[inum]`` mounted at ``path`` inside mount namespace ``mnt_ns``."""
 

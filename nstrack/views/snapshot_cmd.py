@@ -86,7 +86,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .table import DEFAULT_COLUMNS, json_rows, parse_columns, render, rows
+    from .table import DEFAULT_COLUMNS, json_text, parse_columns, render, rows
 
     try:
         columns = parse_columns(args.output) if args.output else DEFAULT_COLUMNS
@@ -94,13 +94,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"nstrack ls: {exc}", file=sys.stderr)
         return 2
     try:
-        scan, entries = entries_now(args.mode, types=set(args.types or []) or None, orphaned_only=args.orphaned)
+        scan, entries = entries_now(args.mode, types=set(args.types or []) or None, orphaned_only=args.orphaned,
+                                    explain=False)
     except ScanError as exc:
         print(f"nstrack ls: {exc}", file=sys.stderr)
         return 1
-    rs = rows(entries, {t.tgid: t.uid for t in scan.tasks})
+    rs = rows(entries, {t.tgid: t.uid for t in scan.tasks}, columns)
     if args.json:
-        print(json.dumps(json_rows(rs, columns), indent=2))
+        print(json_text(rs, columns))
     else:
         print(render(rs, columns))
         if not scan.complete:

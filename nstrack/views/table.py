@@ -48,13 +48,17 @@ def parse_columns(text: str) -> list[str]:
     return cols
 
 
-def row(e: Entry, uids: dict[int, int]) -> dict[str, Any]:
+def row(e: Entry, uids: dict[int, int], columns: list[str] | None = None) -> dict[str, Any]:
     members = [t for t in e.holders.tasks if t.role == "member"] or [
         t for t in e.holders.tasks if t.role != "zombie"]
     first = min(members, key=lambda t: t.pid) if members else None
     h = e.holders
-    parts = [f"{k}:{n}" for k, n in (("tasks", len({t.pid for t in h.tasks})), ("fd", len(h.fds)), ("mount", len(h.mounts)),
-                                      ("sock", sum(s.count for s in h.sockets)), ("child", len(h.children))) if n]
+    if columns is not None and "HOLDERS" not in columns:
+        parts: list[str] = []
+    else:
+        parts = [f"{k}:{n}" for k, n in (("tasks", len({t.pid for t in h.tasks})), ("fd", len(h.fds)),
+                                          ("mount", len(h.mounts)), ("sock", sum(s.count for s in h.sockets)),
+                                          ("child", len(h.children))) if n]
     return {
         "NS": e.inum,
         "TYPE": e.type,
@@ -71,8 +75,8 @@ def row(e: Entry, uids: dict[int, int]) -> dict[str, Any]:
     }
 
 
-def rows(entries: list[Entry], uids: dict[int, int]) -> list[dict[str, Any]]:
-    return [row(e, uids) for e in entries]
+def rows(entries: list[Entry], uids: dict[int, int], columns: list[str] | None = None) -> list[dict[str, Any]]:
+    return [row(e, uids, columns) for e in entries]
 
 
 def render(rs: list[dict[str, Any]], columns: list[str]) -> str:
@@ -95,3 +99,12 @@ def render(rs: list[dict[str, Any]], columns: list[str]) -> str:
 
 def json_rows(rs: list[dict[str, Any]], columns: list[str]) -> dict[str, Any]:
     return {"namespaces": [{c.lower(): r[c] for c in columns} for r in rs]}
+
+
+def json_text(rs: list[dict[str, Any]], columns: list[str]) -> str:
+    """Like lsns --json: {"namespaces": [...]}, one object per line (json's fast C encoder per row)."""
+    import json
+
+    keys = [(c, c.lower()) for c in columns]
+    body = ",\n".join("  " + json.dumps({k: r[c] for c, k in keys}) for r in rs)
+    return '{"namespaces": [\n' + body + ("\n" if body else "") + "]}"
