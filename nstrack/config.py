@@ -69,6 +69,21 @@ class Config(BaseModel):
         return host.strip("[]"), int(port)
 
 
+def read_yaml_mapping(path: str, what: str = "config file") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, or ConfigError saying what is wrong with it."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping of settings at the top level")
+    return loaded
+
+
 def load(file: str | None, flags: dict[str, Any], environ: dict[str, str] | None = None) -> Config:
     """Merge file, environment and flags (set ones only) into a validated Config."""
     env = os.environ if environ is None else environ
@@ -76,16 +91,7 @@ def load(file: str | None, flags: dict[str, Any], environ: dict[str, str] | None
     origin: dict[str, str] = {}
     path = file or env.get(ENV_PREFIX + "CONFIG")
     if path:
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of settings at the top level")
+        loaded = read_yaml_mapping(path)
         data.update(loaded)
         origin.update({k: f"config file {path}" for k in loaded})
     for name in Config.model_fields:

@@ -19,10 +19,9 @@ import ssl
 import threading
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from .config import ConfigError
+from .config import ConfigError, read_yaml_mapping
 
 
 class TLSServerConfig(BaseModel):
@@ -46,12 +45,7 @@ class WebConfig(BaseModel):
 
 
 def load_web_config(path: str) -> WebConfig:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read web config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"web config file {path} is not valid YAML: {exc}") from None
+    data = read_yaml_mapping(path, "web config file")
     try:
         cfg = WebConfig.model_validate(data)
     except ValidationError as exc:

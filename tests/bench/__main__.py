@@ -1,6 +1,6 @@
 """`make bench`: lifecycle overhead and snapshot speed, as ratios against anchors in the same run.
 
-`python -m tests.bench [lifecycle] [snapshot]` (default: both).
+`python -m tests.bench [lifecycle] [snapshot] [serve]` (default: all).
 
 Each round runs the workload without and with a live tracker (order alternating between rounds), so
 both see the same machine noise; the result is the ratio of median rates. Written to
@@ -96,7 +96,14 @@ def measure(kind: str) -> dict[str, Any]:
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    which = sys.argv[1:] or ["lifecycle", "snapshot"]
+    which = sys.argv[1:] or ["lifecycle", "snapshot", "serve"]
+    if "serve" in which:
+        from . import serve
+
+        res = serve.main()
+        res["kernel"] = os.uname().release
+        (OUT / "serve.json").write_text(json.dumps(res, indent=2) + "\n")
+        print(f"written: {OUT / 'serve.json'}")
     if "snapshot" in which:
         from . import snapshot
 

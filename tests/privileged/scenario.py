@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nstrack.kernel.tracker import Tracker
 from nstrack.model.replica import Change
@@ -21,6 +22,20 @@ NS_FILE_UNSHARE = {"pid": "pid_for_children", "time": "time_for_children"}
 # Kernels free net and user namespaces from workqueues and pid namespaces after RCU: allow for that
 # (generously: the VM matrix runs under software emulation).
 ASYNC_FREE_GRACE = 20.0
+
+
+def stop_child(proc: subprocess.Popen[Any], close_stdin: bool = False, timeout: float = 20) -> None:
+    """Stop a process this test started (never any other): ask, wait, then kill."""
+    if proc.poll() is None:
+        if close_stdin and proc.stdin is not None:
+            proc.stdin.close()
+        else:
+            proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass
@@ -42,14 +57,7 @@ class Made:
         return f"/proc/{self.member_pid}/ns/{self.ns_file}"
 
     def end_process(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # our own helper only
-                self.proc.wait()
+        stop_child(self.proc, close_stdin=True, timeout=10)
 
 
 @contextmanager
@@ -74,14 +82,7 @@ def make_namespace(how: str, type_: str) -> Iterator[Made]:
         assert member is not None and inum is not None
         yield Made(type_, how, inum, member, parent, proc)
     finally:
-        if proc.poll() is None:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_child(proc, close_stdin=True, timeout=10)
 
 
 @contextmanager

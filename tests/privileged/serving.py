@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .scenario import stop_child
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -69,9 +71,4 @@ def serve(*args: str) -> Iterator[Served]:
             time.sleep(0.2)
         yield served
     finally:
-        proc.terminate()  # our own child
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)

@@ -19,6 +19,7 @@ import yaml
 from nstrack.kernel.caps import RUNTIME_CAPS
 from nstrack.kernel.host import effective_caps
 
+from .scenario import stop_child
 from .serving import serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +97,7 @@ def test_tls_and_basic_auth() -> None:
             with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
         finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+            stop_child(proc)
 
 
 def test_invalid_web_config_exits_2_naming_the_field() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .scenario import ASYNC_FREE_GRACE
+from .scenario import ASYNC_FREE_GRACE, stop_child
 from .serving import Served, free_port, serve
 from .test_serve import bound_netns
 
@@ -70,12 +70,7 @@ def stack() -> Iterator[tuple[Served, Prom]]:
                 time.sleep(0.5)
             yield srv, prom
         finally:
-            proc.terminate()  # our own child
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_child(proc)
 
 
 def dashboard_queries() -> list[str]:
