@@ -491,7 +491,8 @@ int tp_unshare_enter(struct trace_event_raw_sys_enter *ctx)
 
 	if (!(ctx->args[0] & CLONE_NEW_ANY))
 		return 0;
-	task_inums(bpf_get_current_task_btf(), old.inum);
+	/* bpf_get_current_task(), not _btf(): the latter is Linux 5.11+ (5.10 rejects helper #158) */
+	task_inums((struct task_struct *)bpf_get_current_task(), old.inum);
 	bpf_map_update_elem(&unshare_old, &id, &old, BPF_ANY);
 	return 0;
 }
@@ -505,7 +506,7 @@ int tp_unshare_exit(struct trace_event_raw_sys_exit *ctx)
 	if (!old)
 		return 0;
 	if (ctx->ret == 0)
-		emit_new(bpf_get_current_task_btf(), old->inum, NSTRACK_SRC_UNSHARE);
+		emit_new((struct task_struct *)bpf_get_current_task(), old->inum, NSTRACK_SRC_UNSHARE);
 	bpf_map_delete_elem(&unshare_old, &id);
 	return 0;
 }

@@ -55,7 +55,8 @@ class KernelSpec:
 # What every Debian kernel below allows (BTF, fentry/fexit, kprobes; see kernel-facts.json):
 # tests/privileged/test_doctor.py asserts the chosen mode against it instead of skipping, and the
 # lifecycle tests run in every mode the kernel allows.
-DEBIAN_ENV = {"NSTRACK_EXPECT_MODE": "fentry", "NSTRACK_TEST_MODES": "fentry,kprobe,tracepoint"}
+DEBIAN_ENV = {"NSTRACK_EXPECT_MODE": "fentry", "NSTRACK_TEST_MODES": "fentry,kprobe,tracepoint",
+              "NSTRACK_OFFLINE": "1"}  # guests reach no package registry
 
 # The kernel matrix: the only place to edit to add, drop or move a kernel series.
 KERNELS: tuple[KernelSpec, ...] = (
