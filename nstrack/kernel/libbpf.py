@@ -33,7 +33,6 @@ __all__ = [
     "BPFProgram",
     "RingBuffer",
     "libbpf_version",
-    "load_vmlinux_btf",
 ]
 
 
@@ -334,10 +333,6 @@ def struct_layout(object_path: str | os.PathLike[str], name: str) -> tuple[int, 
         return size, members
     finally:
         so.btf__free(ptr)
-
-
-def load_vmlinux_btf() -> VmlinuxBTF:
-    return VmlinuxBTF()
 
 
 # --------------------------------------------------------------------------------------------

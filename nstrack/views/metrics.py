@@ -68,7 +68,7 @@ class NstrackCollector(Collector):
             complete = svc.entries_complete
             lifetimes = svc.lifetimes
             buckets = {t: list(b) for t, b in lifetimes.buckets.items()}
-            sums, counts = dict(lifetimes.sums), dict(lifetimes.counts)
+            sums = dict(lifetimes.sums)
             born = {(ns.type, ns.inum): ns.born_ns for ns in replica.alive.values()}
             holder_scan = svc.holder_scan_seconds
             last_scan = stats.last_scan.seconds if stats.last_scan else 0.0

@@ -8,8 +8,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class Made:
     member_pid: int
     creator_tgid: int
     proc: subprocess.Popen[str]
-    holders: list[str] = field(default_factory=list)
 
     @property
     def ns_file(self) -> str:
@@ -135,6 +134,3 @@ class Recorder:
     def since(self, mark: int) -> list[Change]:
         return self.changes[mark:]
 
-
-def stack() -> ExitStack:
-    return ExitStack()
