@@ -1,6 +1,8 @@
 # nstrack build and test. Every target works as root on a fresh Debian 12 machine and is idempotent.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# tests call ip(8), bpftool and friends from the sbin folders, whatever PATH CI starts with
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
 PYTHON ?= python3
 VENV   := .venv
