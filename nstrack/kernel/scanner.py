@@ -79,13 +79,19 @@ class Scanner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def scan(self, holders: bool = False) -> Scan:
-        """Namespaces and member tasks; with ``holders``, also nsfs fds, sockets and bind mounts."""
+    def scan(self, holders: bool = False, tasks: bool = True) -> Scan:
+        """Namespaces and member tasks; with ``holders``, also nsfs fds, sockets and bind mounts.
+
+        ``tasks=False`` skips the task records where the kernel's lists alone enumerate namespaces
+        (a rescan needs nothing else); without lists they are always read, since they find namespaces.
+        """
         t0, start = time.perf_counter(), boot_ns()
         self._buf.clear()
         if self._lists is not None:
             _read(self._lists)  # writes no output: the walk goes to scan_rb
-        tasks = decode_tasks(_read(self._tasks))
+        walked = self._lists is not None and bool(self._obj.read_global("scan_has_lists"))
+        want_tasks = tasks or holders or not walked
+        tasks_ = decode_tasks(_read(self._tasks)) if want_tasks else []
         self._rb.consume()
         lost = self._obj.read_global("lost_scan")
         lost_now, self._lost_seen = lost - self._lost_seen, lost
@@ -95,18 +101,18 @@ class Scanner:
         mounts: list[MountRecord] = []
         if holders:
             files = decode_files(_read(self._files))
-            mounts, unread = nsfs_mounts(_mnt_readers(tasks))
+            mounts, unread = nsfs_mounts(_mnt_readers(tasks_))
             if unread:
                 reasons.append(f"{len(unread)} mount namespaces without a member task: their bind mounts unread")
-        if self._lists is not None and self._obj.read_global("scan_has_lists"):
+        if walked:
             namespaces = decode_ns_records(self._buf)
             method, complete = "ns-lists", lost_now == 0
             if lost_now:
                 reasons.append(f"scan ring buffer full: {lost_now} namespaces not reported")
         else:
-            namespaces = derive_namespaces(tasks, files, mounts)
+            namespaces = derive_namespaces(tasks_, files, mounts)
             if holders:  # owners and parents, and the namespaces kept alive only as such
-                namespaces = resolve_links(namespaces, openable_paths(tasks, files, mounts))
+                namespaces = resolve_links(namespaces, openable_paths(tasks_, files, mounts))
             method, complete = "tasks", False
             reasons.append(
                 "kernel without namespace lists (before 6.18): namespaces are found through tasks"
@@ -114,7 +120,7 @@ class Scanner:
                 + "; those kept alive only by kernel references or other namespaces can be missed"
             )
         self._buf.clear()
-        return Scan(start, time.perf_counter() - t0, namespaces, tasks, complete, method, files, mounts,
+        return Scan(start, time.perf_counter() - t0, namespaces, tasks_, complete, method, files, mounts,
                     holders, reasons)
 
 

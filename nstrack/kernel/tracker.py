@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import select
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model import mode as modes
@@ -103,8 +102,6 @@ class Tracker:
         findings: Findings,
         rescan_seconds: float | None = None,
         ringbuf_bytes: int = 1 << 20,
-        on_change: Callable[[list[Change]], None] | None = None,
-        replica: Replica | None = None,
     ) -> None:
         self.findings = findings
         self.plan = plan_for(findings)
@@ -113,8 +110,7 @@ class Tracker:
         default = HEAL_SECONDS if event_mode else modes.DEFAULT_RESCAN_SECONDS
         self.rescan_seconds = rescan_seconds if rescan_seconds is not None else default
         self.ringbuf_bytes = ringbuf_bytes
-        self.replica = replica or Replica()
-        self.on_change = on_change
+        self.replica = Replica()
         self.stats = Stats()
         self._obj: BPFObject | None = None
         self._events: RingBuffer | None = None
@@ -208,12 +204,8 @@ class Tracker:
 
     def poll(self, timeout: float = 0.5) -> list[Change]:
         """Wait up to ``timeout`` seconds for events; rescan when due or after losses."""
-        self._pending = []
-        if self._events is not None:
-            self._events.poll(max(0, int(timeout * 1000)))
-        else:
-            time.sleep(max(0.0, min(timeout, self._next_rescan - time.monotonic())))
-        changes, self._pending = self._pending, []
+        self.wait(timeout)
+        changes = self.drain()
         lost = self._read_global("lost_events")
         if lost > self._lost_seen:
             self.stats.lost_events += lost - self._lost_seen
@@ -224,8 +216,6 @@ class Tracker:
             changes += self.rescan(heal=True)
         elif time.monotonic() >= self._next_rescan:
             changes += self.rescan()
-        if changes and self.on_change:
-            self.on_change(changes)
         return changes
 
     def _read_global(self, name: str) -> int:
@@ -235,11 +225,11 @@ class Tracker:
 
     # ------------------------------------------------------------------ scans
 
-    def scan(self, holders: bool = False) -> Scan:
+    def scan(self, holders: bool = False, tasks: bool = True) -> Scan:
         """One scan of every namespace this mode can enumerate (does not touch the replica)."""
         if self.scanner is None:
             return procfs_scan()
-        s = self.scanner.scan(holders=holders)
+        s = self.scanner.scan(holders=holders, tasks=tasks)
         self.stats.lost_scan = self.scanner.lost_total
         return s
 
@@ -256,7 +246,7 @@ class Tracker:
         has_lists = self.scanner is not None and self.scanner.has_lists
         judge = set(TYPE_NAMES) if heal else set(self.plan.rescan_types)
         holders = bool(judge) and not has_lists and self.scanner is not None
-        s = self.scan(holders=holders)
+        s = self.scan(holders=holders, tasks=False)  # with lists, a rescan needs no task records
         self.stats.rescans += 0 if startup else 1
         self.stats.last_scan = s
         self.stats.last_scan_wall = time.time()
