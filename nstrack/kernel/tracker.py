@@ -32,6 +32,9 @@ from .scanner import Scan, Scanner, procfs_scan
 log = logging.getLogger(__name__)
 
 HEAL_SECONDS = 60.0  # rescan interval in the event modes, where rescans only heal
+# Events are consumed at most this often: a burst is taken in one batch instead of one wake-up per
+# record (on 2 cores per-record wake-ups cost a namespace-churning workload ~20% of its rate).
+BATCH_SECONDS = 0.05
 
 
 @dataclass
@@ -118,6 +121,8 @@ class Tracker:
         self._next_rescan = 0.0
         self._lost_seen = 0
         self._pending: list[Change] = []
+        self.batch_seconds = BATCH_SECONDS
+        self._last_drain = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -189,18 +194,27 @@ class Tracker:
     def drain(self) -> list[Change]:
         """Apply every event already in the ring buffer."""
         self._pending = []
+        self._last_drain = time.monotonic()
         if self._events is not None:
             self._events.consume()
         out, self._pending = self._pending, []
         return out
 
     def wait(self, timeout: float) -> None:
-        """Block until events are waiting, a rescan is due, or ``timeout``; consumes nothing."""
-        limit = max(0.0, min(timeout, self._next_rescan - time.monotonic()))
-        if self._events is not None:
-            select.select([self._events.epoll_fd], [], [], limit)
-        else:
-            time.sleep(limit)
+        """Block until events are waiting, a rescan is due, or ``timeout``; consumes nothing.
+
+        Returns no sooner than ``batch_seconds`` after the last drain (unless a rescan is due first),
+        so that events arriving in a burst are taken together.
+        """
+        now = time.monotonic()
+        deadline = now + max(0.0, min(timeout, self._next_rescan - now))
+        if self._events is None:
+            time.sleep(deadline - now)
+            return
+        if select.select([self._events.epoll_fd], [], [], deadline - now)[0]:
+            hold = min(deadline, self._last_drain + self.batch_seconds) - time.monotonic()
+            if hold > 0:
+                time.sleep(hold)
 
     def poll(self, timeout: float = 0.5) -> list[Change]:
         """Wait up to ``timeout`` seconds for events; rescan when due or after losses."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .nstypes import BY_FLAG, format_name
 
@@ -46,8 +47,7 @@ def _type_name(flag: int) -> str:
     return t.name
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):  # a tuple: built once per lifecycle event, so construction must be cheap
     kind: str  # "created" | "destroyed"
     type: str  # "" for a freed inode number whose namespace type the replica resolves
     inum: int
@@ -75,18 +75,18 @@ def decode_event(raw: bytes) -> Event:
     # a freed inode number (proc_free_inum) comes without a type: "" until the replica resolves it
     type_ = "" if (flag == 0 and kind == EV_DESTROYED) else _type_name(flag)
     return Event(
-        kind="created" if kind == EV_CREATED else "destroyed",
-        type=type_,
-        inum=inum,
-        ns_id=ns_id or None,
-        ts_ns=ts,
-        owner_inum=owner,
-        parent_inum=parent,
-        pid=pid,
-        tgid=tgid,
-        comm=comm.split(b"\0", 1)[0].decode(errors="replace"),
-        cgroup_id=cg,
-        source=SOURCES.get(src, f"source {src}"),
+        "created" if kind == EV_CREATED else "destroyed",  # kind
+        type_,
+        inum,
+        ns_id or None,
+        ts,  # ts_ns
+        owner,  # owner_inum
+        parent,  # parent_inum
+        pid,
+        tgid,
+        comm.split(b"\0", 1)[0].decode(errors="replace"),
+        cg,  # cgroup_id
+        SOURCES.get(src) or f"source {src}",
     )
 
 

@@ -24,6 +24,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .nstypes import format_name
 from .records import Event, NSRecord
@@ -31,15 +32,14 @@ from .records import Event, NSRecord
 Key = tuple[object, ...]
 
 
-@dataclass(frozen=True)
-class Creator:
+class Creator(NamedTuple):
     pid: int
     tgid: int
     comm: str
     cgroup_id: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Namespace:
     type: str
     inum: int
@@ -75,8 +75,7 @@ class Namespace:
         return self.created_ns if self.created_ns is not None else self.first_seen_ns
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     kind: str  # "created" | "destroyed"
     ns: Namespace
     via: str  # "event" or "rescan" (or "startup" for the initial scan)
@@ -150,18 +149,21 @@ class Replica:
     def _remove(self, ns: Namespace, when_ns: int, by: str) -> None:
         key = ns.key
         self.alive.pop(key, None)
-        if self._by_inum.get((ns.type, ns.inum)) == key:
-            del self._by_inum[(ns.type, ns.inum)]
+        tk = (ns.type, ns.inum)
+        if self._by_inum.get(tk) == key:
+            del self._by_inum[tk]
         if self._by_any_inum.get(ns.inum) == key:
             del self._by_any_inum[ns.inum]
         if ns.ns_id is not None:
             self._by_id.pop(ns.ns_id, None)
         ns.destroyed_ns = when_ns
         ns.destroyed_by = by
-        self.tombstones[key] = ns
+        tombstones = self.tombstones
+        tombstones[key] = ns
         self.counters.destroyed[ns.type] += 1
-        while len(self.tombstones) > self.tombstone_max:
-            self.tombstones.popitem(last=False)
+        if len(tombstones) > self.tombstone_max:
+            while len(tombstones) > self.tombstone_max:
+                tombstones.popitem(last=False)
 
     def _next_generation(self, type_: str, inum: int) -> int:
         g = self._generation.get((type_, inum), 0) + 1
@@ -177,33 +179,34 @@ class Replica:
     def _created(self, ev: Event) -> list[Change]:
         changes: list[Change] = []
         creator = Creator(ev.pid, ev.tgid, ev.comm, ev.cgroup_id) if ev.tgid else None
-        cur = self.find_alive(ev.type, ev.inum, ev.ns_id)
-        if cur is not None and ev.ns_id is not None and cur.ns_id == ev.ns_id:
-            if cur.learned_by == "scan":  # merge what the event knows
-                cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
-            else:
-                self.counters.duplicates += 1
-            return []
+        ns_id = ev.ns_id
+        cur = self.find_alive(ev.type, ev.inum, ns_id)
         if cur is not None:
-            if cur.ns_id is None and ev.ns_id is None and cur.learned_by == "scan":
+            if ns_id is not None and cur.ns_id == ns_id:
+                if cur.learned_by == "scan":  # merge what the event knows
+                    cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
+                else:
+                    self.counters.duplicates += 1
+                return changes
+            if cur.ns_id is None and ns_id is None and cur.learned_by == "scan":
                 cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
-                return []
+                return changes
             # The kernel freed `cur` (its inum is being handed out again) and we missed the free.
             self.counters.reused_inums += 1
             self.counters.missed_destroys += 1
             self._remove(cur, ev.ts_ns, "superseded")
             changes.append(Change("destroyed", cur, "superseded"))
         ns = Namespace(
-            type=ev.type,
-            inum=ev.inum,
-            ns_id=ev.ns_id,
-            generation=self._next_generation(ev.type, ev.inum),
-            owner_inum=ev.owner_inum,
-            parent_inum=ev.parent_inum,
-            first_seen_ns=ev.ts_ns,
-            created_ns=ev.ts_ns,
-            creator=creator,
-            learned_by=ev.source,
+            ev.type,
+            ev.inum,
+            ns_id,
+            self._next_generation(ev.type, ev.inum),
+            ev.owner_inum,
+            ev.parent_inum,
+            ev.ts_ns,  # first_seen_ns
+            ev.ts_ns,  # created_ns
+            creator,
+            ev.source,  # learned_by
         )
         self._insert(ns)
         self.counters.created[ns.type] += 1
