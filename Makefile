@@ -12,7 +12,8 @@ BPF_OUT := nstrack/_bpf
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 # Debian packages the build, the runtime and the tests need.
-DEB_PKGS := clang llvm libbpf1 libbpf-dev bpftool util-linux iproute2 python3-venv time prometheus systemd openssl
+DEB_PKGS := clang llvm libbpf1 libbpf-dev bpftool util-linux iproute2 python3-venv time prometheus systemd openssl \
+            podman runc mmdebstrap
 LISTEN ?= 127.0.0.1:9864
 
 .PHONY: help setup deps bpf venv run test test-unit test-host vmtest bench clean doctor
@@ -77,6 +78,14 @@ test: setup
 bench: setup
 	@mkdir -p build/bench
 	$(PY) -m tests.bench
+
+# The container image (deploy/container/), with podman's state under build/image/: wheels built here (BPF
+# objects from `make bpf`), on a Debian base made locally with mmdebstrap (cached in .cache/image/), or on
+# IMAGE_BASE, e.g. docker.io/library/debian:bookworm-slim, where a registry is reachable.
+IMAGE_BASE ?=
+.PHONY: image
+image: setup
+	$(PY) deploy/container/build_image.py $(if $(IMAGE_BASE),--base $(IMAGE_BASE))
 
 clean:
 	rm -rf build $(BPF_OUT) $(VENV) *.egg-info
