@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-o", "--output", metavar="COLUMNS", help="comma-separated columns")
     ls.add_argument("--json", action="store_true", help="JSON output")
     ls.add_argument("--mode", choices=["procfs"], help="procfs: scan /proc without BPF (incomplete)")
+    ls.add_argument("--server", metavar="URL", default=os.environ.get("NSTRACK_SERVER") or None,
+                    help="ask a running `nstrack serve` (e.g. http://127.0.0.1:9864; user:password@ in the URL "
+                    "for basic auth) instead of scanning: no BPF load, no privileges needed; holders are as "
+                    "of its last holder scan (at most 1 s old). Default: $NSTRACK_SERVER, else scan here")
 
     sh = sub.add_parser(
         "show",

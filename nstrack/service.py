@@ -51,6 +51,8 @@ class Service:
         self.entries_complete = False
         self.entries_reasons: list[str] = []
         self.entries_at = 0.0  # time.time() of that scan
+        self.entries_version = 0  # bumped when the entries change (renderers may cache on it)
+        self._holder_inputs: tuple[object, ...] | None = None
         self.holder_scan_seconds = 0.0
         self.lifetimes = Lifetimes()
         self.started_at = time.time()
@@ -99,7 +101,14 @@ class Service:
     def _scan_holders(self) -> None:
         t0 = time.perf_counter()
         s = self.tracker.scan(holders=True)
-        self.entries = aggregate(s.namespaces, s.tasks, s.files, s.mounts, replica=self.tracker.replica)
+        # The scanner hands back the very same lists when the kernel's answer is unchanged; with the
+        # replica unchanged too, the aggregation would come out the same.
+        inputs = (s.namespaces, s.tasks, s.files, s.mounts, self.tracker.replica.version)
+        last = self._holder_inputs
+        if last is None or any(a is not b for a, b in zip(inputs[:3], last[:3])) or inputs[3:] != last[3:]:
+            self.entries = aggregate(s.namespaces, s.tasks, s.files, s.mounts, replica=self.tracker.replica)
+            self.entries_version += 1
+        self._holder_inputs = inputs
         self.entries_complete = s.complete
         self.entries_reasons = s.incomplete_reasons
         self.entries_at = time.time()

@@ -21,6 +21,7 @@ import errno as errno_mod
 import mmap
 import os
 import select
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -735,6 +736,46 @@ class BPFObject:
         self.close()
 
 
+RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HDR = 1 << 31, 1 << 30, 8  # include/uapi/linux/bpf.h
+_UNIFORM: dict[int, struct.Struct] = {}
+
+
+def parse_ring_span(span: bytes, records: bool = True) -> tuple[int, list[bytes]]:
+    """Records at the start of a BPF ring buffer's waiting data: (bytes up to the first record not
+    yet committed, payloads of the committed records that were not discarded).
+
+    Each record is an 8-byte header (u32 length with the busy and discard bits, u32 page offset)
+    and its payload, padded to 8 bytes. When every record has the first one's length (one kind of
+    record per ring, the common case) they are checked and split in a few C-level passes.
+    """
+    if len(span) < RINGBUF_HDR:
+        return 0, []
+    first = int.from_bytes(span[:4], "little")
+    stride = (first + RINGBUF_HDR + 7) & ~7
+    if 0 < first < RINGBUF_DISCARD and len(span) % stride == 0:
+        count, head = len(span) // stride, span[:4]
+        if all(span[i::stride] == head[i : i + 1] * count for i in range(4)):
+            if not records:
+                return len(span), []
+            layout = _UNIFORM.get(first)
+            if layout is None:
+                layout = _UNIFORM[first] = struct.Struct(f"<II{first}s{stride - first - RINGBUF_HDR}x")
+            return len(span), [r[2] for r in layout.iter_unpack(span)]
+    end, out = 0, []
+    while end + RINGBUF_HDR <= len(span):
+        length = int.from_bytes(span[end : end + 4], "little")
+        if length & RINGBUF_BUSY:  # reserved, not yet committed
+            break
+        size = length & ~RINGBUF_DISCARD
+        after = end + ((size + RINGBUF_HDR + 7) & ~7)
+        if after > len(span):  # cannot happen with the kernel's ring; never read past the span
+            break
+        if records and not length & RINGBUF_DISCARD:
+            out.append(span[end + RINGBUF_HDR : end + RINGBUF_HDR + size])
+        end = after
+    return end, out
+
+
 class RingBuffer:
     """A consumer of one BPF_MAP_TYPE_RINGBUF map; ``consume()`` hands each record's bytes to ``callback``.
 
@@ -743,10 +784,7 @@ class RingBuffer:
     pages (mapped twice by the kernel, so a record that wraps is contiguous) read-only. No ctypes
     callback per record: with thousands of records a second, that trampoline was most of the cost.
     x86-64 only, like the rest of nstrack: aligned 8-byte loads and stores are atomic and ordered there.
-    An exception raised by the callback stops the consume; records before it are consumed.
     """
-
-    _BUSY, _DISCARD, _HDR = 1 << 31, 1 << 30, 8
 
     def __init__(self, bpf_map: BPFMap, callback: Callable[[bytes], None]) -> None:
         self.map = bpf_map
@@ -787,30 +825,43 @@ class RingBuffer:
         return self.consume()
 
     def consume(self) -> int:
-        """Deliver every committed record already in the buffer without waiting; returns how many."""
+        """Deliver every committed record already in the buffer without waiting; returns how many.
+
+        The records are taken off the ring before the first callback runs: an exception from the
+        callback loses the records after it."""
+        records = self.read_all()
+        cb = self._callback
+        for r in records:
+            cb(r)
+        return len(records)
+
+    def read_all(self) -> list[bytes]:
+        """Every committed record already in the buffer, in order, taken off the ring.
+
+        Copies the waiting span in one go and finds how far its records are committed, then copies
+        that part once more and takes the records from the second copy: a record's data is only read
+        after its header said it was committed (the first copy may have read data before the producer
+        finished writing it).
+        """
         if not self._open:
             raise BPFError(errno_mod.EBADF, "ring buffer closed")
-        u64, u32, string_at, cb = ctypes.c_uint64, ctypes.c_uint32, ctypes.string_at, self._callback
-        busy, discard, hdr, mask, data = self._BUSY, self._DISCARD, self._HDR, self._mask, self._data
-        cons_pos = u64.from_address(self._cons)
-        cons = cons_pos.value
-        n = 0
+        cons_pos = ctypes.c_uint64.from_address(self._cons)
+        out: list[bytes] = []
         while True:
-            prod = u64.from_address(self._prod).value
+            cons = cons_pos.value
+            prod = ctypes.c_uint64.from_address(self._prod).value
             if cons >= prod:
-                return n
-            while cons < prod:
-                at = data + (cons & mask)
-                length = u32.from_address(at).value
-                if length & busy:  # reserved, not yet committed
-                    return n
-                cons += ((length & ~discard) + hdr + 7) & ~7
-                try:
-                    if not length & discard:
-                        n += 1
-                        cb(string_at(at + hdr, length))
-                finally:
-                    cons_pos.value = cons
+                return out
+            start = self._data + (cons & self._mask)
+            waiting = prod - cons  # contiguous: the kernel maps the data pages twice
+            end, _ = parse_ring_span(ctypes.string_at(start, waiting), records=False)
+            if end == 0:
+                return out
+            _, records = parse_ring_span(ctypes.string_at(start, end))
+            out += records
+            cons_pos.value = cons + end
+            if end < waiting:
+                return out
 
     def close(self) -> None:
         if self._open:

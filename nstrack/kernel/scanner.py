@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..model.records import (
     FileRecord, MountRecord, NSRecord, TaskRecord, decode_files, decode_ns_records, decode_tasks,
@@ -58,8 +60,7 @@ class Scanner:
             obj.only("scan_tasks", "scan_files", *(["scan_lists"] if self.has_lists else []))
             obj.map("scan_rb").max_entries = scan_ringbuf_bytes
             obj.load()
-            self._buf: list[bytes] = []
-            self._rb = obj.ring_buffer("scan_rb", self._buf.append)
+            self._rb = obj.ring_buffer("scan_rb", lambda _raw: None)  # read with read_all()
             self._tasks = obj.program("scan_tasks").attach_iter()
             self._files = obj.program("scan_files").attach_iter()
             self._lists = obj.program("scan_lists").attach_iter() if self.has_lists else None
@@ -69,6 +70,17 @@ class Scanner:
         self._obj = obj
         self._lost_seen = 0
         self.lost_total = 0
+        # kind -> (raw bytes, decoded) of the last scan: an unchanged answer is not decoded again, and
+        # the same list object comes back (callers use that identity to skip their own work)
+        self._memo: dict[str, tuple[bytes, list[Any]]] = {}
+
+    def _decode(self, kind: str, data: bytes, decode: Callable[[bytes], list[Any]]) -> list[Any]:
+        last = self._memo.get(kind)
+        if last is not None and last[0] == data:
+            return last[1]
+        out = decode(data)
+        self._memo[kind] = (data, out)
+        return out
 
     def close(self) -> None:
         self._obj.close()
@@ -86,13 +98,14 @@ class Scanner:
         (a rescan needs nothing else); without lists they are always read, since they find namespaces.
         """
         t0, start = time.perf_counter(), boot_ns()
-        self._buf.clear()
+        self._rb.read_all()  # anything left over from an interrupted scan
+        walk = b""
         if self._lists is not None:
             _read(self._lists)  # writes no output: the walk goes to scan_rb
+            walk = b"".join(self._rb.read_all())
         walked = self._lists is not None and bool(self._obj.read_global("scan_has_lists"))
         want_tasks = tasks or holders or not walked
-        tasks_ = decode_tasks(_read(self._tasks)) if want_tasks else []
-        self._rb.consume()
+        tasks_: list[TaskRecord] = self._decode("tasks", _read(self._tasks), decode_tasks) if want_tasks else []
         lost = self._obj.read_global("lost_scan")
         lost_now, self._lost_seen = lost - self._lost_seen, lost
         self.lost_total += lost_now
@@ -100,12 +113,12 @@ class Scanner:
         files: list[FileRecord] = []
         mounts: list[MountRecord] = []
         if holders:
-            files = decode_files(_read(self._files))
+            files = self._decode("files", _read(self._files), decode_files)
             mounts, unread = nsfs_mounts(_mnt_readers(tasks_))
             if unread:
                 reasons.append(f"{len(unread)} mount namespaces without a member task: their bind mounts unread")
         if walked:
-            namespaces = decode_ns_records(self._buf)
+            namespaces = self._decode("lists", walk, decode_ns_records)
             method, complete = "ns-lists", lost_now == 0
             if lost_now:
                 reasons.append(f"scan ring buffer full: {lost_now} namespaces not reported")
@@ -119,7 +132,6 @@ class Scanner:
                 + (", nsfs fds, sockets and bind mounts" if holders else "")
                 + "; those kept alive only by kernel references or other namespaces can be missed"
             )
-        self._buf.clear()
         return Scan(start, time.perf_counter() - t0, namespaces, tasks_, complete, method, files, mounts,
                     holders, reasons)
 

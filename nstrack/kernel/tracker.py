@@ -44,6 +44,7 @@ class Stats:
     lost_scan: int = 0
     rescans: int = 0
     rescans_for_loss: int = 0
+    skipped_reconciles: int = 0  # rescans whose answer was identical to the last one, nothing applied since
     last_scan: Scan | None = None
     last_scan_wall: float = 0.0
     bad_records: int = 0
@@ -123,6 +124,9 @@ class Tracker:
         self._pending: list[Change] = []
         self.batch_seconds = BATCH_SECONDS
         self._last_drain = 0.0
+        # (scan result, types judged, replica version) after the last reconcile: an identical answer
+        # from the kernel with nothing applied since needs no reconcile
+        self._reconciled: tuple[list[NSRecord], set[str], int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -272,7 +276,14 @@ class Tracker:
             s.namespaces = s.namespaces + self._owners_of(s.namespaces)
         else:
             types = set()
-        return self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
+        last = self._reconciled
+        if (last is not None and last[0] is s.namespaces and last[1] == types
+                and last[2] == self.replica.version and not self.replica.deferred):
+            self.stats.skipped_reconciles += 1
+            return []
+        changes = self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
+        self._reconciled = (s.namespaces, types, self.replica.version)
+        return changes
 
     def _owners_of(self, found: list[NSRecord]) -> list[NSRecord]:
         """Alive owners and parents (user, pid) of the namespaces found, as the replica knows them."""

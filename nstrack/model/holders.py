@@ -23,6 +23,7 @@ class TaskHolder:
     pid: int
     comm: str
     role: str = "member"  # member, pid_for_children, time_for_children, zombie
+    uid: int = 0
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ def aggregate(
                 continue  # e.g. pid_for_children equal to the task's own pid namespace
             seen.add((type_, inum, t.tgid))
             role = "zombie" if exited else _ROLE.get(fname, "member")
-            task_holders[(type_, inum)].append(TaskHolder(t.tgid, t.comm, role))
+            task_holders[(type_, inum)].append(TaskHolder(t.tgid, t.comm, role, t.uid))
     fd_holders: dict[tuple[str, int], list[FdHolder]] = defaultdict(list)
     sockets: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for f in files:

@@ -40,11 +40,21 @@ class RecordError(ValueError):
     pass
 
 
+_NAME_OF_FLAG = {flag: t.name for flag, t in BY_FLAG.items()}
+
+
 def _type_name(flag: int) -> str:
-    t = BY_FLAG.get(flag)
-    if t is None:
+    name = _NAME_OF_FLAG.get(flag)
+    if name is None:
         raise RecordError(f"unknown namespace type flag {flag:#x}")
-    return t.name
+    return name
+
+
+def _type_names(flags: set[int]) -> dict[int, str]:
+    """The names of a batch's flags, checked once per batch rather than once per record."""
+    for flag in flags:
+        _type_name(flag)
+    return _NAME_OF_FLAG
 
 
 class Event(NamedTuple):  # a tuple: built once per lifecycle event, so construction must be cheap
@@ -90,8 +100,7 @@ def decode_event(raw: bytes) -> Event:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class NSRecord:
+class NSRecord(NamedTuple):
     """A live namespace as a scan found it."""
 
     type: str
@@ -107,11 +116,14 @@ class NSRecord:
         return format_name(self.type, self.inum)
 
 
-def decode_ns_records(chunks: list[bytes]) -> list[NSRecord]:
-    """Many ns_record ring-buffer records at once (one unpack pass over the joined bytes)."""
-    data = b"".join(c[: NS_RECORD.size] for c in chunks)
-    return [NSRecord(_type_name(flag), inum, ns_id or None, owner, parent, ref or None, owner_id or None)
-            for ns_id, flag, inum, owner, parent, ref, _f, owner_id in NS_RECORD.iter_unpack(data)]
+def decode_ns_records(data: bytes) -> list[NSRecord]:
+    """Many ns_record records at once, joined (one unpack pass)."""
+    if len(data) % NS_RECORD.size:
+        raise RecordError(f"namespace records: {len(data)} bytes is not a multiple of {NS_RECORD.size}")
+    rows = list(NS_RECORD.iter_unpack(data))
+    names = _type_names({r[1] for r in rows})
+    return [NSRecord(names[flag], inum, ns_id or None, owner, parent, ref or None, owner_id or None)
+            for ns_id, flag, inum, owner, parent, ref, _f, owner_id in rows]
 
 
 def decode_ns_record(raw: bytes) -> NSRecord:
@@ -121,8 +133,7 @@ def decode_ns_record(raw: bytes) -> NSRecord:
     return NSRecord(_type_name(flag), inum, ns_id or None, owner, parent, ref or None, owner_id or None)
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
+class TaskRecord(NamedTuple):
     pid: int
     tgid: int
     inums: tuple[int, ...]  # SLOTS order; 0 = unknown
@@ -152,8 +163,7 @@ FILE_RECORD = struct.Struct("<IIIIII")  # struct file_record, 24 bytes
 FILE_KINDS = {1: "nsfs", 2: "socket"}
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
+class FileRecord(NamedTuple):
     tgid: int
     fd: int
     kind: str  # "nsfs" | "socket"
@@ -165,10 +175,10 @@ class FileRecord:
 def decode_files(data: bytes) -> list[FileRecord]:
     if len(data) % FILE_RECORD.size:
         raise RecordError(f"file records: {len(data)} bytes is not a multiple of {FILE_RECORD.size}")
-    out = []
-    for tgid, fd, kind, flag, inum, owner in FILE_RECORD.iter_unpack(data):
-        out.append(FileRecord(tgid, fd, FILE_KINDS.get(kind, str(kind)), _type_name(flag), inum, owner))
-    return out
+    rows = list(FILE_RECORD.iter_unpack(data))
+    names = _type_names({r[3] for r in rows})
+    return [FileRecord(tgid, fd, FILE_KINDS.get(kind) or str(kind), names[flag], inum, owner)
+            for tgid, fd, kind, flag, inum, owner in rows]
 
 
 @dataclass(frozen=True, slots=True)

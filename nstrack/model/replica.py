@@ -103,6 +103,10 @@ class Replica:
         self.tombstone_seconds = tombstone_seconds
         self.tombstone_max = tombstone_max
         self.counters = Counters()
+        # bumped by every change to the set of live namespaces or what is known of them: a reader that
+        # saw version v and sees v again knows nothing changed in between
+        self.version = 0
+        self.deferred = 0  # namespaces the last reconcile kept only because they were born after its scan
 
     # ------------------------------------------------------------------ lookups
 
@@ -139,6 +143,7 @@ class Replica:
     # ------------------------------------------------------------------ changes
 
     def _insert(self, ns: Namespace) -> None:
+        self.version += 1
         key = ns.key
         self.alive[key] = ns
         self._by_inum[(ns.type, ns.inum)] = key
@@ -147,6 +152,7 @@ class Replica:
             self._by_id[ns.ns_id] = key
 
     def _remove(self, ns: Namespace, when_ns: int, by: str) -> None:
+        self.version += 1
         key = ns.key
         self.alive.pop(key, None)
         tk = (ns.type, ns.inum)
@@ -185,11 +191,13 @@ class Replica:
             if ns_id is not None and cur.ns_id == ns_id:
                 if cur.learned_by == "scan":  # merge what the event knows
                     cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
+                    self.version += 1
                 else:
                     self.counters.duplicates += 1
                 return changes
             if cur.ns_id is None and ns_id is None and cur.learned_by == "scan":
                 cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
+                self.version += 1
                 return changes
             # The kernel freed `cur` (its inum is being handed out again) and we missed the free.
             self.counters.reused_inums += 1
@@ -261,17 +269,24 @@ class Replica:
                     self.counters.missed_creations += 1
                     self.counters.created[cur.type] += 1
                 changes.append(Change("created", cur, "startup" if startup else "rescan"))
-            cur.refcount = r.refcount
-            if r.ns_id is not None and cur.ns_id is None:
+            if cur.refcount != r.refcount:
+                cur.refcount = r.refcount
+                self.version += 1
+            if r.ns_id is not None and cur.ns_id is None:  # learnt its ns_id: index it under it
+                del self.alive[cur.key]
                 cur.ns_id = r.ns_id
-            if r.owner_ns_id is not None:
+                self._insert(cur)
+            if r.owner_ns_id is not None and cur.owner_ns_id != r.owner_ns_id:
                 cur.owner_ns_id = r.owner_ns_id
+                self.version += 1
             seen.add(cur.key)
         check = set(types) if types is not None else scanned_types
+        self.deferred = 0
         for key, ns in list(self.alive.items()):
             if key in seen or ns.type not in check:
                 continue
             if ns.born_ns >= scan_start_ns:
+                self.deferred += 1
                 continue  # created after the scan began: the scan may simply have missed it
             self.counters.missed_destroys += 1
             self._remove(ns, scan_start_ns, "rescan")

@@ -11,7 +11,6 @@ import html
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -214,7 +213,7 @@ def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int 
                 orphaned: bool | None = None, limit: int | None = None) -> str:
     """The snapshot document (same model as `nstrack snapshot`) from the live replica, as JSON."""
     from ..model.holders import visible_user_namespaces
-    from ..model.snapshot import Snapshot, entry_model
+    from ..model.snapshot import snapshot_dict
 
     service.refresh_holders()
     with service.lock:
@@ -230,15 +229,15 @@ def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int 
         entries = [e for e in entries if e.orphaned is orphaned]
     if limit is not None:
         entries = entries[:limit]
-    snap = Snapshot(
+    doc = snapshot_dict(
         kernel=service.findings.kernel,
         mode=service.mode,
         method=service.tracker.stats.last_scan.method if service.tracker.stats.last_scan else "unknown",
-        time=datetime.fromtimestamp(at, timezone.utc),
+        scan_time=at,
         complete=complete,
         incomplete_reasons=reasons,
-        free_latency_seconds=service.tracker.free_latency_bound,
-        namespaces=[entry_model(e, at) for e in entries],
+        free_latency=service.tracker.free_latency_bound,
+        entries=entries,
     )
-    return snap.model_dump_json(indent=1) + "\n"
+    return json.dumps(doc, separators=(",", ":")) + "\n"
 

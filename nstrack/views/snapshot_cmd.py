@@ -85,6 +85,56 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def entries_from_server(url: str, types: set[str] | None, orphaned_only: bool) -> tuple[list[Entry], bool, list[str]]:
+    """The entries of a running `nstrack serve` (its /namespaces document), as ``aggregate`` makes them."""
+    import base64
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    from ..model.holders import FdHolder, Holders, MountHolder, SocketHolder, TaskHolder
+    from ..model.replica import Creator
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ScanError(f"--server {url!r}: give http[s]://HOST:PORT")
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    query = {k: v for k, v in (("type", ",".join(sorted(types or []))), ("orphaned", "true" if orphaned_only else ""))
+             if v}
+    req = urllib.request.Request(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/namespaces",
+                                             urlencode(query), "")))
+    if parts.username is not None:
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            doc = json.load(r)
+    except urllib.error.HTTPError as exc:
+        raise ScanError(f"server {netloc} answered {exc.code}: {exc.read()[:200].decode(errors='replace')}") from None
+    except (OSError, ValueError) as exc:
+        raise ScanError(f"cannot ask nstrack serve at {netloc}: {exc}") from None
+    now_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    entries = []
+    for d in doc["namespaces"]:
+        h, c = d["holders"], d.get("creator")
+        entries.append(Entry(
+            type=d["type"], inum=d["inum"], ns_id=d["ns_id"],
+            owner_inum=int(d["owner"][6:-1]) if d.get("owner") else 0,
+            parent_inum=int(d["parent"][5:-1]) if d.get("parent") else 0,
+            refcount=d.get("refcount"),
+            holders=Holders(
+                tasks=[TaskHolder(t["pid"], t["comm"], t["role"], t.get("uid", 0)) for t in h["tasks"]],
+                fds=[FdHolder(f["pid"], f["fd"], f["comm"]) for f in h["fds"]],
+                mounts=[MountHolder(m["mnt_ns"], m["path"]) for m in h["mounts"]],
+                sockets=[SocketHolder(s["pid"], s["comm"], s["count"]) for s in h["sockets"]],
+                children=h["children"],
+            ),
+            orphaned=d["orphaned"], keeps_alive=d.get("keeps_alive"), first_seen_ns=now_boot,
+            creator=Creator(c["pid"], c["tgid"], c["comm"], c["cgroup_id"]) if c else None,
+        ))
+    return entries, bool(doc["complete"]), list(doc.get("incomplete_reasons", []))
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from .table import DEFAULT_COLUMNS, json_text, parse_columns, render, rows
 
@@ -93,19 +143,24 @@ def cmd_ls(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"nstrack ls: {exc}", file=sys.stderr)
         return 2
+    types = set(args.types or []) or None
     try:
-        scan, entries = entries_now(args.mode, types=set(args.types or []) or None, orphaned_only=args.orphaned,
-                                    explain=False)
+        if getattr(args, "server", None) and args.mode is None:
+            entries, complete, reasons = entries_from_server(args.server, types, args.orphaned)
+        else:
+            scan, entries = entries_now(args.mode, types=types, orphaned_only=args.orphaned, explain=False)
+            complete, reasons = scan.complete, scan.incomplete_reasons
     except ScanError as exc:
         print(f"nstrack ls: {exc}", file=sys.stderr)
         return 1
-    rs = rows(entries, {t.tgid: t.uid for t in scan.tasks}, columns)
+    uids = {t.pid: t.uid for e in entries for t in e.holders.tasks}
+    rs = rows(entries, uids, columns)
     if args.json:
         print(json_text(rs, columns))
     else:
         print(render(rs, columns))
-        if not scan.complete:
-            print(f"(incomplete: {'; '.join(scan.incomplete_reasons)})", file=sys.stderr)
+        if not complete:
+            print(f"(incomplete: {'; '.join(reasons)})", file=sys.stderr)
     return 0
 
 

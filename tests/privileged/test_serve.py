@@ -104,3 +104,46 @@ def test_idle_client_does_not_block_scrapes(srv: Served) -> None:
     finally:
         for s in idle:
             s.close()
+
+
+def _ls_json(*args: str) -> dict[tuple[str, int], dict[str, object]]:
+    import json
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "nstrack", "ls", "--json", "-o", "NS,TYPE,NPROCS,HOLDERS,ORPHANED",
+                          *args], capture_output=True, text=True, check=True, timeout=120).stdout
+    return {(r["type"], r["ns"]): r for r in json.loads(out)["namespaces"]}
+
+
+def test_ls_through_serve_equals_a_local_scan(srv: Served) -> None:
+    """`nstrack ls --server URL` reads a running serve; it lists what a scan of its own lists."""
+    with bound_netns(2) as names:
+        bound = {int(subprocess.run(["stat", "-L", "-c", "%i", f"/run/netns/{n}"], capture_output=True, text=True,
+                                    check=True).stdout) for n in names}
+        deadline = time.monotonic() + 10
+        while True:  # the serve learns them within a rescan and a holder scan
+            via = _ls_json("--server", srv.base)
+            if all(("net", i) in via for i in bound) or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        local = _ls_json()
+        for i in bound:
+            row = via[("net", i)]
+            assert row["orphaned"] is True and row["holders"] == "mount:1" and row["nprocs"] == 0
+            assert local[("net", i)] == row
+        assert len(via) > len(bound) and ("net", min(i for t, i in local if t == "net")) in via  # the host's own too
+        orphaned = _ls_json("--server", srv.base, "--orphaned", "-t", "net")
+        assert {("net", i) for i in bound} <= set(orphaned) and all(r["orphaned"] for r in orphaned.values())
+
+
+def test_ls_server_errors_are_clear(srv: Served) -> None:
+    import sys
+
+    from .serving import free_port
+
+    bad = subprocess.run([sys.executable, "-m", "nstrack", "ls", "--server", f"http://127.0.0.1:{free_port()}"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "cannot ask nstrack serve at 127.0.0.1:" in bad.stderr
+    wrong = subprocess.run([sys.executable, "-m", "nstrack", "ls", "--server", "ftp://x"], capture_output=True,
+                           text=True, timeout=60)
+    assert wrong.returncode == 1 and "give http[s]://HOST:PORT" in wrong.stderr

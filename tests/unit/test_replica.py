@@ -117,3 +117,27 @@ def test_freed_inode_number_resolves_the_type() -> None:
     [d] = r.apply(Event("destroyed", "", 77, None, 20, 0, 0, 0, 0, "", 0, "free_inum"))
     assert d.ns is c.ns and not c.ns.alive
     assert r.find_alive_inum(77) is None
+
+
+def test_reconcile_learning_an_ns_id_reindexes_the_namespace() -> None:
+    r = Replica()
+    r.reconcile([NSRecord("net", 4026532100, None, 0, 0, None)], scan_start_ns=10, startup=True)
+    v = r.version
+    r.reconcile([NSRecord("net", 4026532100, 77, 0, 0, None)], scan_start_ns=20)
+    assert r.version > v
+    ns = r.find_alive("net", 4026532100, 77)
+    assert ns is not None and ns.ns_id == 77 and list(r.alive) == [ns.key]
+    # a later scan without it frees it under its new identity, leaving nothing behind
+    changes = r.reconcile([], scan_start_ns=30, types={"net"})
+    assert [c.kind for c in changes] == ["destroyed"] and not r.alive and r.find_alive_inum(4026532100) is None
+
+
+def test_version_moves_only_on_change_and_deferred_counts_young_namespaces() -> None:
+    r = Replica()
+    recs = [NSRecord("uts", 4026532200, 5, 0, 0, 2)]
+    r.reconcile(recs, scan_start_ns=10, startup=True)
+    v = r.version
+    assert r.reconcile(recs, scan_start_ns=20) == [] and r.version == v and r.deferred == 0
+    r.apply(ev("created", 4026532300, 50, ns_id=6, type_="ipc"))  # born after the next scan starts
+    assert r.version > v
+    assert r.reconcile(recs, scan_start_ns=40, types={"uts", "ipc"}) == [] and r.deferred == 1

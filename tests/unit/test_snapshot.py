@@ -127,3 +127,43 @@ def test_table() -> None:
     assert any(str(BOUND_NET) in ln and "mount:1" in ln and ln.endswith("yes") for ln in lines)
     with pytest.raises(ValueError, match="valid columns"):
         parse_columns("NS,BOGUS")
+
+
+def test_fast_snapshot_dict_equals_the_pydantic_document() -> None:
+    """/namespaces renders with snapshot_dict (no models); it must equal the published model's dump."""
+    from nstrack.model.holders import aggregate
+    from nstrack.model.records import Event
+    from nstrack.model.replica import Replica
+    from nstrack.model.snapshot import snapshot_dict
+
+    replica = Replica()
+    replica.reconcile(NAMESPACES, scan_start_ns=5_000_000_000, startup=True)
+    # one namespace seen being created (creator, creation time with and without a fraction of a second)
+    replica.apply(Event("created", "net", BOUND_NET, 5, 7_000_000_000, INIT_USER, 0, 42, 42, "ip", 99, "unshare"))
+    replica.apply(Event("created", "net", FD_NET, 6, 7_250_000_000, INIT_USER, 0, 43, 43, "x", 1, "unshare"))
+    files = [FileRecord(2, 7, "nsfs", "net", FD_NET), FileRecord(2, 8, "socket", "net", SOCK_NET)]
+    mounts = [MountRecord(1, "/run/netns/blue", "net", BOUND_NET)]
+    tasks = [task(1), task(2, comm="holder")]
+    kw = dict(kernel="6.18", mode="tracepoint", method="ns-lists", complete=False,
+              incomplete_reasons=["why"], scan_time=1_700_000_000.25)
+    model = build(**kw, namespaces=NAMESPACES, tasks=tasks, files=files, mounts=mounts, replica=replica,
+                  free_latency=2.0)  # type: ignore[arg-type]
+    entries = aggregate(NAMESPACES, tasks, files, mounts, replica=replica)
+    fast = snapshot_dict(**kw, free_latency=2.0, entries=entries)  # type: ignore[arg-type]
+    slow = model.model_dump(mode="json")
+    # creation times go through CLOCK_BOOTTIME -> wall time conversions taken at slightly different moments
+    for doc in (fast, slow):
+        for e in doc["namespaces"]:  # type: ignore[union-attr]
+            for k in ("created", "first_seen"):
+                if e[k] is not None and e[k] != "2023-11-14T22:13:20.250000Z":
+                    assert e[k].endswith("Z") and len(e[k]) in (20, 27)
+                    e[k] = e[k][:16]
+    assert fast == slow
+    assert json.loads(json.dumps(fast)) == fast
+
+
+def test_iso_times_match_pydantic() -> None:
+    from nstrack.model.snapshot import _iso
+
+    assert _iso(1_700_000_000.0) == "2023-11-14T22:13:20Z"
+    assert _iso(1_700_000_000.5) == "2023-11-14T22:13:20.500000Z"
