@@ -86,6 +86,20 @@ struct uts_namespace___v510 {   /* 5.10: refcount in the namespace itself */
 	struct kref kref;
 } __attribute__((preserve_access_index));
 
+/*
+ * 6.18 links every namespace of a type through ns_common.ns_list_node. Later kernels (seen on 7.2) moved
+ * the tree fields into struct ns_tree, an anonymous member of ns_common: the per-type list entry is
+ * ns_tree_node.ns_list_entry. CO-RE finds the field through the anonymous members on either layout.
+ */
+struct ns_tree_node___v72 {
+	struct rb_node ns_node;
+	struct list_head ns_list_entry;
+} __attribute__((preserve_access_index));
+
+struct ns_common___v72 {
+	struct ns_tree_node___v72 ns_tree_node;
+} __attribute__((preserve_access_index));
+
 /* ---------------------------------------------------------------------------------------------- */
 
 static __always_inline __u64 ns_id_of(struct ns_common *ns)
@@ -521,11 +535,28 @@ struct walk_ctx {
 	__u32 done;
 };
 
+static __always_inline int has_ns_lists(void)
+{
+	return bpf_core_field_exists(struct ns_common, ns_list_node) ||
+	       bpf_core_field_exists(struct ns_common___v72, ns_tree_node.ns_list_entry);
+}
+
+/* The next entry of a namespace's per-type list, as the namespace that contains it (or the list head). */
+static __always_inline struct ns_common *list_next(struct ns_common *cur, struct list_head **next)
+{
+	if (bpf_core_field_exists(struct ns_common, ns_list_node)) {
+		*next = BPF_CORE_READ(cur, ns_list_node.next);
+		return (void *)*next - bpf_core_field_offset(struct ns_common, ns_list_node);
+	}
+	*next = BPF_CORE_READ((struct ns_common___v72 *)cur, ns_tree_node.ns_list_entry.next);
+	return (void *)*next - bpf_core_field_offset(struct ns_common___v72, ns_tree_node.ns_list_entry);
+}
+
 static long walk_step(__u64 index, struct walk_ctx *w)
 {
 	struct ns_common *cur = w->cur;
-	struct list_head *next = BPF_CORE_READ(cur, ns_list_node.next);
-	struct ns_common *ns = (void *)next - bpf_core_field_offset(struct ns_common, ns_list_node);
+	struct list_head *next = NULL;
+	struct ns_common *ns = list_next(cur, &next);
 	struct user_namespace *owner;
 	struct ns_record *r;
 
@@ -534,7 +565,7 @@ static long walk_step(__u64 index, struct walk_ctx *w)
 		return 1;
 	}
 	w->cur = ns;
-	/* The list head lives in the global struct ns_tree, not in a namespace: its "ops" differ. */
+	/* The list head lives in a global struct (ns_tree, ns_tree_root), not in a namespace: its "ops" differ. */
 	if (BPF_CORE_READ(ns, ops) != w->ops)
 		return 0;
 	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
@@ -594,7 +625,7 @@ static __always_inline void walk_all(struct task_struct *t)
 {
 	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
 
-	if (!bpf_core_field_exists(struct ns_common, ns_list_node) || !nsp)
+	if (!has_ns_lists() || !nsp)
 		return;
 	scan_has_lists = 1;
 	walk_type(NS_OF(BPF_CORE_READ(nsp, net_ns), struct net), CLONE_NEWNET);
@@ -611,7 +642,8 @@ static __always_inline void walk_all(struct task_struct *t)
  * The 6.18+ namespace-list walk, on the iterator's first task only. A program of its own because it
  * uses bpf_loop with a callback: kernels before 5.13 reject any object whose func_info lists a callback
  * subprogram ("number of funcs in func_info doesn't match number of subprogs"), even in dead code, so
- * Python loads this one only when the kernel's BTF has ns_common.ns_list_node.
+ * Python loads the object with it first and again without it when refused; before 6.18 it loads but
+ * leaves scan_has_lists at 0 (no namespace lists), and Python drops it.
  */
 SEC("iter/task")
 int scan_lists(struct bpf_iter__task *ctx)
@@ -655,6 +687,13 @@ int scan_tasks(struct bpf_iter__task *ctx)
 	}
 	bpf_probe_read_kernel_str(rec.comm, sizeof(rec.comm), t->comm);
 	rec.uid = BPF_CORE_READ(t, real_cred, uid.val);
+	{
+		/* Tasks sharing an nsproxy hold one reference between them on each of its namespaces: user
+		 * space counts distinct nsproxies to explain refcounts. Only an identity, never an address. */
+		__u64 p = (__u64)BPF_CORE_READ(t, nsproxy);
+
+		rec.nsproxy_id = p ? (__u32)((p >> 6) ^ (p >> 38)) | 1 : 0;
+	}
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }

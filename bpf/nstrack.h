@@ -71,7 +71,7 @@ struct task_record {
 	__u32 inum[NSTRACK_SLOTS];
 	char comm[NSTRACK_COMM_LEN];
 	__u32 uid;         /* real uid, in the initial user namespace */
-	__u32 pad;
+	__u32 nsproxy_id;  /* which nsproxy the task uses (a hash of its address; 0: none, exited) */
 };
 
 /* file_record.kind */

@@ -9,8 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .model.mode import MODES
-from .model.nstypes import TYPE_NAMES
+from .model.nstypes import MODES, TYPE_NAMES
 
 EXIT_OK, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 2
 

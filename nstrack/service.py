@@ -124,7 +124,7 @@ class Service:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tracker.wait(0.25)  # blocks without the lock, so scrapes never wait on it
+                self.tracker.wait(1.0)  # blocks without the lock, so scrapes never wait on it
                 with self.lock:
                     self._observe(self.tracker.poll(0))
                     if time.monotonic() >= self._next_holders:

@@ -16,7 +16,6 @@ call and, for a program that failed verification, the tail of the verifier log::
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as errno_mod
 import mmap
 import os
@@ -117,13 +116,20 @@ _print_cb: Any = None
 
 
 # libbpf prints a whole verifier log as one message, and a va_list can be formatted only once from
-# ctypes (no va_copy), so one large buffer is kept for all messages.
-_PRINT_BUF = ctypes.create_string_buffer(8 << 20)
+# ctypes (no va_copy), so one large buffer serves every message; made on the first message that is
+# kept (debug-level chatter is dropped unformatted unless NSTRACK_LIBBPF_DEBUG is set).
+_PRINT_BUF: Any = None
 _print_lock = threading.Lock()
+_LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 
 
 def _on_print(level: int, fmt: bytes, args: int) -> int:
+    global _PRINT_BUF
+    if level >= _LIBBPF_DEBUG and not os.environ.get("NSTRACK_LIBBPF_DEBUG"):
+        return 0
     with _print_lock:
+        if _PRINT_BUF is None:
+            _PRINT_BUF = ctypes.create_string_buffer(8 << 20)
         _libc.vsnprintf(_PRINT_BUF, len(_PRINT_BUF), fmt, args)
         return _deliver(_PRINT_BUF.value)
 
@@ -447,11 +453,23 @@ class BPFProgram:
             lambda: lib().bpf_program__attach_kprobe(self._ptr, retprobe, function.encode()),
         )
 
-    def attach_iter(self) -> BPFLink:
-        return self._attach(
-            f"attaching iterator {self.name} ({self.section})",
-            lambda: lib().bpf_program__attach_iter(self._ptr, None),
-        )
+    def attach_iter(self, tid: int | None = None) -> BPFLink:
+        """An iterator link; ``tid`` limits a task iterator to that one task (Linux 6.1+)."""
+        if tid is None:
+            return self._attach(f"attaching iterator {self.name} ({self.section})",
+                                lambda: lib().bpf_program__attach_iter(self._ptr, None))
+
+        class TaskLinkInfo(ctypes.Structure):  # union bpf_iter_link_info, its .task member (24 bytes)
+            _fields_ = [("tid", ctypes.c_uint32), ("pid", ctypes.c_uint32), ("pid_fd", ctypes.c_uint32),
+                        ("_pad", ctypes.c_uint8 * 12)]
+
+        class IterAttachOpts(ctypes.Structure):  # struct bpf_iter_attach_opts
+            _fields_ = [("sz", ctypes.c_size_t), ("link_info", ctypes.c_void_p), ("link_info_len", ctypes.c_uint32)]
+
+        info = TaskLinkInfo(tid=tid)
+        opts = IterAttachOpts(ctypes.sizeof(IterAttachOpts), ctypes.addressof(info), ctypes.sizeof(info))
+        return self._attach(f"attaching iterator {self.name} ({self.section}) to task {tid}",
+                            lambda: lib().bpf_program__attach_iter(self._ptr, ctypes.byref(opts)))
 
     def test_run(self, data: bytes = b"\0" * 64) -> int:
         """Run the program once with BPF_PROG_TEST_RUN on ``data``; returns its return value."""

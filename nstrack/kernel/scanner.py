@@ -9,34 +9,41 @@
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.records import (
-    FileRecord, MountRecord, NSRecord, TaskRecord, decode_files, decode_ns_records, decode_tasks,
+    FileRecord, MountRecord, NSRecord, TaskRecord, boot_ns, decode_files, decode_ns_records, decode_tasks,
 )
-from ..model.replica import boot_ns
-from .libbpf import BPFError, BPFLink, BPFObject, VmlinuxBTF
+from .libbpf import BPFError, BPFLink, BPFObject
 from .mounts import nsfs_mounts
 from .owners import openable_paths, resolve_links
 from .objects import bpf_object
 from .procscan import proc_scan
 
 
-@dataclass
 class Scan:
-    start_ns: int
-    seconds: float
-    namespaces: list[NSRecord]
-    tasks: list[TaskRecord]
-    complete: bool
-    method: str  # "ns-lists", "tasks" or "procfs"
-    files: list[FileRecord] = field(default_factory=list)
-    mounts: list[MountRecord] = field(default_factory=list)
-    holders_scanned: bool = False
-    incomplete_reasons: list[str] = field(default_factory=list)
+    """One scan's result (a plain class: `nstrack ls` starts faster without the dataclasses module)."""
+
+    __slots__ = ("start_ns", "seconds", "namespaces", "tasks", "complete", "method", "files", "mounts",
+                 "holders_scanned", "incomplete_reasons")
+
+    def __init__(self, start_ns: int, seconds: float, namespaces: list[NSRecord], tasks: list[TaskRecord],
+                 complete: bool, method: str, files: list[FileRecord] | None = None,
+                 mounts: list[MountRecord] | None = None, holders_scanned: bool = False,
+                 incomplete_reasons: list[str] | None = None) -> None:
+        self.start_ns = start_ns  # CLOCK_BOOTTIME ns when the scan began
+        self.seconds = seconds
+        self.namespaces = namespaces
+        self.tasks = tasks
+        self.complete = complete
+        self.method = method  # "ns-lists", "tasks" or "procfs"
+        self.files = files if files is not None else []
+        self.mounts = mounts if mounts is not None else []
+        self.holders_scanned = holders_scanned
+        self.incomplete_reasons = incomplete_reasons if incomplete_reasons is not None else []
 
 
 def _read(link: BPFLink) -> bytes:
@@ -53,17 +60,26 @@ class Scanner:
     """Loads the scan iterators once; ``scan()`` may be called any number of times."""
 
     def __init__(self, scan_ringbuf_bytes: int = 1 << 23) -> None:
-        with VmlinuxBTF() as btf:
-            self.has_lists = btf.has_member("ns_common", "ns_list_node")  # 6.18+
-        obj = BPFObject.open(bpf_object("nstrack"))
+        # The list walk is tried first: it loads wherever bpf_loop exists and finds out in the kernel
+        # whether the 6.18+ lists are there (scan_has_lists); 5.10 refuses the object with it.
+        self.has_lists = True
         try:
-            obj.only("scan_tasks", "scan_files", *(["scan_lists"] if self.has_lists else []))
-            obj.map("scan_rb").max_entries = scan_ringbuf_bytes
-            obj.load()
+            obj = self._load(scan_ringbuf_bytes)
+        except BPFError:
+            self.has_lists = False
+            obj = self._load(scan_ringbuf_bytes)
+        try:
             self._rb = obj.ring_buffer("scan_rb", lambda _raw: None)  # read with read_all()
             self._tasks = obj.program("scan_tasks").attach_iter()
             self._files = obj.program("scan_files").attach_iter()
-            self._lists = obj.program("scan_lists").attach_iter() if self.has_lists else None
+            # the walk runs once, on the iterator's first task: visit only one (this process's leader)
+            self._lists = obj.program("scan_lists").attach_iter(tid=os.getpid()) if self.has_lists else None
+            if self._lists is not None:
+                _read(self._lists)
+                self._rb.read_all()
+                if not obj.read_global("scan_has_lists"):  # a kernel before 6.18
+                    self._lists.destroy()
+                    self._lists, self.has_lists = None, False
         except BaseException:
             obj.close()
             raise
@@ -81,6 +97,21 @@ class Scanner:
         out = decode(data)
         self._memo[kind] = (data, out)
         return out
+
+    def _load(self, scan_ringbuf_bytes: int) -> BPFObject:
+        obj = BPFObject.open(bpf_object("nstrack"))
+        try:
+            obj.only("scan_tasks", "scan_files", *(["scan_lists"] if self.has_lists else []))
+            obj.map("scan_rb").max_entries = scan_ringbuf_bytes
+            # the event side's maps are unused here: the smallest the kernel allows
+            obj.map("events").max_entries = 4096
+            for name in ("unshare_old", "kp_args"):
+                obj.map(name).max_entries = 1
+            obj.load()
+        except BaseException:
+            obj.close()
+            raise
+        return obj
 
     def close(self) -> None:
         self._obj.close()

@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .nstypes import TYPE_NAMES
+from .nstypes import MODES, TYPE_NAMES  # noqa: F401  (MODES lives with the light constants)
 
 PROBES: tuple[str, ...] = ("btf", "fentry", "kprobe", "tp_btf", "tracepoint", "iter", "ringbuf", "bpf_loop")
-MODES: tuple[str, ...] = ("fentry", "kprobe", "tracepoint", "procfs")
 ALL_HOOKED: frozenset[str] = frozenset(TYPE_NAMES)
 
 # How fast each mode learns of a free, stated wherever the mode is shown.

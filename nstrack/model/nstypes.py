@@ -11,11 +11,10 @@ True
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class NSType:
+class NSType(NamedTuple):
     name: str  # as in /proc/PID/ns/NAME and the patchset's /proc/namespaces
     flag: int  # CLONE_NEW* (the kernel's ns_common.ns_type on 6.18+)
 
@@ -34,6 +33,7 @@ NS_TYPES: dict[str, NSType] = {
     )
 }
 TYPE_NAMES: tuple[str, ...] = tuple(NS_TYPES)
+MODES: tuple[str, ...] = ("fentry", "kprobe", "tracepoint", "procfs")  # tracking modes, best first
 BY_FLAG: dict[int, NSType] = {t.flag: t for t in NS_TYPES.values()}
 
 _NAME_RE = re.compile(r"^([a-z]+):\[(\d+)\]$")

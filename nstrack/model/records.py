@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+import time
 from typing import NamedTuple
 
 from .nstypes import BY_FLAG, format_name
@@ -139,6 +139,7 @@ class TaskRecord(NamedTuple):
     inums: tuple[int, ...]  # SLOTS order; 0 = unknown
     comm: str
     uid: int = 0
+    nsproxy: int = 0  # identity of the task's nsproxy (0: none, or unknown without BPF)
 
     def namespaces(self) -> list[tuple[str, int]]:
         """(type, inum) of every namespace this task holds, without repeats."""
@@ -155,7 +156,7 @@ def decode_tasks(data: bytes) -> list[TaskRecord]:
     out = []
     for fields in TASK_RECORD.iter_unpack(data):
         comm = fields[12].split(b"\0", 1)[0].decode(errors="replace")
-        out.append(TaskRecord(fields[0], fields[1], tuple(fields[2:12]), comm, fields[13]))
+        out.append(TaskRecord(fields[0], fields[1], tuple(fields[2:12]), comm, fields[13], fields[14]))
     return out
 
 
@@ -181,11 +182,15 @@ def decode_files(data: bytes) -> list[FileRecord]:
             for tgid, fd, kind, flag, inum, owner in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class MountRecord:
+class MountRecord(NamedTuple):
     """An nsfs bind mount: namespace ``type:[inum]`` mounted at ``path`` inside mount namespace ``mnt_ns``."""
 
     mnt_ns: int
     path: str
     type: str
     inum: int
+
+
+def boot_ns() -> int:
+    """CLOCK_BOOTTIME in nanoseconds: the clock of the kernel's event timestamps (bpf_ktime_get_boot_ns)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)

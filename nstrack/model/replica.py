@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .nstypes import format_name
-from .records import Event, NSRecord
+from .records import Event, NSRecord, boot_ns
 
 Key = tuple[object, ...]
 
@@ -305,10 +305,6 @@ class Replica:
             else:
                 break
         return dropped
-
-
-def boot_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 def wall_time(boot_timestamp_ns: int) -> float:

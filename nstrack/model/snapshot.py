@@ -78,6 +78,9 @@ class NamespaceEntry(BaseModel):
     owner: str | None = Field(None, description="owning user namespace (for a user namespace: its parent)")
     parent: str | None = Field(None, description="parent pid namespace (pid only)")
     refcount: int | None = None
+    refcount_unexplained: int | None = Field(
+        None, description="references the holders do not account for (net, mnt, uts, ipc, cgroup, time, when "
+        "the kernel reports refcounts: 6.18+); a leak held by something nstrack cannot see shows here")
     holders: Holders
     orphaned: bool = Field(description="alive with no task inside (the leak signal)")
     keeps_alive: str | None = Field(None, description="for an orphaned namespace: what keeps it alive")
@@ -115,6 +118,7 @@ def entry_model(e: holders.Entry, scan_time: float) -> NamespaceEntry:
         owner=format_name("user", e.owner_inum) if e.owner_inum else None,
         parent=format_name("pid", e.parent_inum) if e.parent_inum else None,
         refcount=e.refcount,
+        refcount_unexplained=e.refs_unexplained,
         holders=Holders(
             tasks=[TaskHolder(pid=t.pid, comm=t.comm, role=t.role, uid=t.uid) for t in h.tasks],
             fds=[FdHolder(pid=f.pid, fd=f.fd, comm=f.comm) for f in h.fds],
@@ -150,6 +154,7 @@ def entry_dict(e: holders.Entry, scan_time: float, boot_offset: float) -> dict[s
         "owner": format_name("user", e.owner_inum) if e.owner_inum else None,
         "parent": format_name("pid", e.parent_inum) if e.parent_inum else None,
         "refcount": e.refcount,
+        "refcount_unexplained": e.refs_unexplained,
         "holders": {
             "tasks": [{"pid": t.pid, "comm": t.comm, "role": t.role, "uid": t.uid} for t in h.tasks],
             "fds": [{"pid": f.pid, "fd": f.fd, "comm": f.comm} for f in h.fds],

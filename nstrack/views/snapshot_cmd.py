@@ -10,10 +10,10 @@ import time
 
 from typing import TYPE_CHECKING, Any
 
-from ..model.holders import Entry, aggregate
 from ..model.nstypes import UnknownNamespaceType, format_name, parse_name
 
 if TYPE_CHECKING:
+    from ..model.holders import Entry
     from ..kernel.scanner import Scan
 
 # nsfs inode numbers: fixed ones for init namespaces just below PROC_DYNAMIC_FIRST (0xF0000000),
@@ -27,7 +27,6 @@ class ScanError(Exception):
 
 def scan_now(mode: str | None) -> Scan:
     """Scan now with holders (``mode='procfs'`` scans /proc without BPF)."""
-    from ..kernel.host import effective_caps, missing_bpf_caps
     from ..kernel.libbpf import BPFError
     from ..kernel.scanner import Scanner, procfs_scan
 
@@ -37,6 +36,8 @@ def scan_now(mode: str | None) -> Scan:
         with Scanner() as scanner:
             return scanner.scan(holders=True)
     except BPFError as exc:
+        from ..kernel.host import effective_caps, missing_bpf_caps
+
         missing = missing_bpf_caps(effective_caps())
         why = f"missing {', '.join(missing)}" if missing else str(exc).split("\n")[0]
         raise ScanError(f"cannot scan with BPF: {why}. Run as root, or use --mode procfs "
@@ -44,6 +45,8 @@ def scan_now(mode: str | None) -> Scan:
 
 
 def entries_now(mode: str | None, **filters: Any) -> tuple[Scan, list[Entry]]:
+    from ..model.holders import aggregate
+
     scan = scan_now(mode)
     return scan, aggregate(scan.namespaces, scan.tasks, scan.files, scan.mounts, **filters)
 
@@ -92,7 +95,7 @@ def entries_from_server(url: str, types: set[str] | None, orphaned_only: bool) -
     import urllib.request
     from urllib.parse import urlencode, urlsplit, urlunsplit
 
-    from ..model.holders import FdHolder, Holders, MountHolder, SocketHolder, TaskHolder
+    from ..model.holders import Entry, FdHolder, Holders, MountHolder, SocketHolder, TaskHolder
     from ..model.replica import Creator
 
     parts = urlsplit(url if "://" in url else f"http://{url}")
@@ -130,13 +133,14 @@ def entries_from_server(url: str, types: set[str] | None, orphaned_only: bool) -
                 children=h["children"],
             ),
             orphaned=d["orphaned"], keeps_alive=d.get("keeps_alive"), first_seen_ns=now_boot,
+            refs_unexplained=d.get("refcount_unexplained"),
             creator=Creator(c["pid"], c["tgid"], c["comm"], c["cgroup_id"]) if c else None,
         ))
     return entries, bool(doc["complete"]), list(doc.get("incomplete_reasons", []))
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .table import DEFAULT_COLUMNS, json_text, parse_columns, render, rows
+    from .table import DEFAULT_COLUMNS, json_text, parse_columns, render, rows, scan_rows
 
     try:
         columns = parse_columns(args.output) if args.output else DEFAULT_COLUMNS
@@ -147,14 +151,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "server", None) and args.mode is None:
             entries, complete, reasons = entries_from_server(args.server, types, args.orphaned)
+            rs = rows(entries, {t.pid: t.uid for e in entries for t in e.holders.tasks}, columns)
         else:
-            scan, entries = entries_now(args.mode, types=types, orphaned_only=args.orphaned, explain=False)
+            scan = scan_now(args.mode)
             complete, reasons = scan.complete, scan.incomplete_reasons
+            rs = scan_rows(scan.namespaces, scan.tasks, scan.files, scan.mounts, columns, types, args.orphaned)
     except ScanError as exc:
         print(f"nstrack ls: {exc}", file=sys.stderr)
         return 1
-    uids = {t.pid: t.uid for e in entries for t in e.holders.tasks}
-    rs = rows(entries, uids, columns)
     if args.json:
         print(json_text(rs, columns))
     else:
@@ -172,7 +176,8 @@ def describe(e: Entry) -> str:
     if e.parent_inum:
         out.append(f"  parent:    {format_name('pid', e.parent_inum)}")
     if e.refcount is not None:
-        out.append(f"  refcount:  {e.refcount}")
+        why = f" ({e.refs_unexplained} not explained by the holders below)" if (e.refs_unexplained or 0) > 0 else ""
+        out.append(f"  refcount:  {e.refcount}{why}")
     out.append(f"  orphaned:  {'yes' if e.orphaned else 'no'}")
     if e.creator:
         out.append(f"  creator:   {e.creator.comm} (pid {e.creator.tgid})")

@@ -8,10 +8,15 @@
 from __future__ import annotations
 
 import pwd
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..model.holders import Entry
-from ..model.nstypes import format_name
+from ..model.nstypes import TYPE_NAMES, format_name
+from ..model.records import SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from ..model.holders import Entry
+
+_ROLE_OF = {"pid_for_children": "pid_for_children", "time_for_children": "time_for_children"}
 
 COLUMNS: dict[str, str] = {
     "NS": "inode number",
@@ -108,3 +113,105 @@ def json_text(rs: list[dict[str, Any]], columns: list[str]) -> str:
     keys = [(c, c.lower()) for c in columns]
     body = ",\n".join("  " + json.dumps({k: r[c] for c, k in keys}) for r in rs)
     return '{"namespaces": [\n' + body + ("\n" if body else "") + "]}"
+
+
+def scan_rows(
+    namespaces: list[NSRecord],
+    tasks: list[TaskRecord],
+    files: list[FileRecord],
+    mounts: list[MountRecord],
+    columns: list[str],
+    types: set[str] | None = None,
+    orphaned_only: bool = False,
+) -> list[dict[str, Any]]:
+    """``rows(aggregate(...), uids, columns)`` for a one-shot scan (no replica), without building a
+    holder object per (namespace, task): `ls` only needs counts and each namespace's lowest member.
+    tests/unit/test_snapshot.py keeps the two equal."""
+    # per (type, inum): every holding tgid; member tgids; the lowest member and lowest non-zombie
+    holding: dict[tuple[str, int], set[int]] = {}
+    members: dict[tuple[str, int], set[int]] = {}
+    live: dict[tuple[str, int], set[int]] = {}
+    first_member: dict[tuple[str, int], TaskRecord] = {}
+    first_live: dict[tuple[str, int], TaskRecord] = {}
+    roles = [(type_, _ROLE_OF.get(fname, "member")) for type_, fname in SLOTS]
+    for t in tasks:
+        exited = t.inums[0] == 0
+        tgid = t.tgid
+        for (type_, role), inum in zip(roles, t.inums):
+            if not inum:
+                continue
+            key = (type_, inum)
+            held = holding.get(key)
+            if held is None:
+                held = holding[key] = set()
+            elif tgid in held:
+                continue  # a thread repeating its leader, or pid_for_children equal to its own
+            held.add(tgid)
+            if exited:
+                continue
+            group = live.get(key)
+            if group is None:
+                live[key] = {tgid}
+                first_live[key] = t
+            else:
+                group.add(tgid)
+                if tgid < first_live[key].tgid:
+                    first_live[key] = t
+            if role == "member":
+                group = members.get(key)
+                if group is None:
+                    members[key] = {tgid}
+                    first_member[key] = t
+                else:
+                    group.add(tgid)
+                    if tgid < first_member[key].tgid:
+                        first_member[key] = t
+    fds: dict[tuple[str, int], int] = {}
+    socks: dict[tuple[str, int], int] = {}
+    for f in files:
+        counts = fds if f.kind == "nsfs" else socks if f.kind == "socket" else None
+        if counts is not None:
+            counts[(f.type, f.inum)] = counts.get((f.type, f.inum), 0) + 1
+    bound: dict[tuple[str, int], int] = {}
+    for m in mounts:
+        bound[(m.type, m.inum)] = bound.get((m.type, m.inum), 0) + 1
+    children: dict[tuple[str, int], int] = {}
+    for r in namespaces:
+        if r.owner_inum:
+            children[("user", r.owner_inum)] = children.get(("user", r.owner_inum), 0) + 1
+        if r.type == "pid" and r.parent_inum:
+            children[("pid", r.parent_inum)] = children.get(("pid", r.parent_inum), 0) + 1
+
+    want_holders = "HOLDERS" in columns
+    order = {t: i for i, t in enumerate(TYPE_NAMES)}
+    out: list[dict[str, Any]] = []
+    for r in sorted(namespaces, key=lambda r: (order.get(r.type, 99), r.inum)):
+        if types and r.type not in types:
+            continue
+        key = (r.type, r.inum)
+        orphaned = key not in live
+        if orphaned_only and not orphaned:
+            continue
+        group, first = (members[key], first_member[key]) if key in members else (
+            (live[key], first_live[key]) if not orphaned else (None, None))
+        holders = "kernel"
+        if want_holders:
+            parts = [f"{k}:{n}" for k, n in (("tasks", len(holding.get(key, ()))), ("fd", fds.get(key, 0)),
+                                              ("mount", bound.get(key, 0)), ("sock", socks.get(key, 0)),
+                                              ("child", children.get(key, 0))) if n]
+            holders = ",".join(parts) or "kernel"
+        out.append({
+            "NS": r.inum,
+            "TYPE": r.type,
+            "NPROCS": len(group) if group else 0,
+            "PID": first.tgid if first else None,
+            "USER": user_name(first.uid) if first else None,
+            "COMMAND": first.comm if first else None,
+            "HOLDERS": holders,
+            "ORPHANED": orphaned,
+            "NSID": r.ns_id,
+            "NAME": format_name(r.type, r.inum),
+            "OWNER": format_name("user", r.owner_inum) if r.owner_inum else None,
+            "CREATOR": None,
+        })
+    return out

@@ -117,8 +117,11 @@ def test_superset_of_lsns(snap: dict[str, Any]) -> None:
 
 
 def test_complete_on_kernels_with_namespace_lists(snap: dict[str, Any]) -> None:
-    if os.uname().release.split(".")[:2] >= ["6", "18"] and "-fc-" in os.uname().release:
+    """6.18 and later keep lists of every namespace (their layout changed after 6.18: both are walked)."""
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) >= (6, 18):
         assert snap["method"] == "ns-lists" and snap["complete"] is True, snap["incomplete_reasons"]
+        assert all(e["ns_id"] for e in snap["namespaces"]), "the lists give every namespace its ns_id"
     else:
         assert snap["complete"] or snap["incomplete_reasons"]
 
@@ -173,3 +176,42 @@ def test_owner_links_from_ioctls_match_the_kernel_walk(scenario: dict[str, Any])
         truth = {(r.type, r.inum): (r.owner_inum, r.parent_inum) for r in sc.namespaces}
         wrong = {k: (v, truth.get(k)) for k, v in mine.items() if truth.get(k) != v}
         assert not wrong, wrong
+
+
+def test_refcounts_are_explained_by_the_holders() -> None:
+    """Every reference on a namespace held by a process, an nsfs fd, a bind mount or sockets is accounted
+    for (refcount_unexplained == 0) where the kernel reports refcounts (6.18+ lists); null elsewhere."""
+    from nstrack.model.holders import REF_SLOTS
+
+    made: dict[str, str] = {}
+    with ExitStack() as stack:
+        for t in REF_SLOTS:
+            a = stack.enter_context(make_namespace("unshare", t))  # its process
+            made[f"{t}:[{a.inum}]"] = "process"
+            b = stack.enter_context(make_namespace("unshare", t))  # process and two fds on one inode
+            stack.enter_context(nsfs_fd(b))
+            stack.enter_context(nsfs_fd(b))
+            made[f"{t}:[{b.inum}]"] = "process+fds"
+            c = stack.enter_context(make_namespace("unshare", t))  # only a bind mount, once the process ends
+            stack.enter_context(bind_mount(c))
+            c.end_process()
+            made[f"{t}:[{c.inum}]"] = "mount"
+        n = stack.enter_context(make_namespace("unshare", "net"))
+        fd = stack.enter_context(nsfs_fd(n))
+        socks = [stack.enter_context(socket_in(fd)) for _ in range(3)]
+        assert len(socks) == 3
+        made[f"net:[{n.inum}]"] = "process+fd+3 sockets"
+        out = nstrack("snapshot")
+        assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    entries = {e["name"]: e for e in doc["namespaces"]}
+    lists = doc["method"] == "ns-lists"
+    for name, how in made.items():
+        e = entries[name]
+        if lists:
+            assert e["refcount"] is not None and e["refcount_unexplained"] == 0, (name, how, e)
+        else:
+            assert e["refcount"] is None and e["refcount_unexplained"] is None, (name, how, e)
+    if lists:  # and the accounting is not trivially zero: the fd-held ones count the nsfs inode's reference
+        assert all(entries[k]["refcount"] >= 2 for k, how in made.items() if "fd" in how)
+        assert entries[f"net:[{n.inum}]"]["refcount"] == 1 + 1 + 3

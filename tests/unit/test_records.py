@@ -17,7 +17,7 @@ NET, USER = 0x40000000, 0x10000000
     ("struct", "fmt", "first", "last"),
     [("ns_event", EVENT, ("ts_ns", 0), ("comm", 56)),
      ("ns_record", NS_RECORD, ("ns_id", 0), ("owner_ns_id", 32)),
-     ("task_record", TASK_RECORD, ("pid", 0), ("uid", 64)),
+     ("task_record", TASK_RECORD, ("pid", 0), ("nsproxy_id", 68)),
      ("file_record", FILE_RECORD, ("tgid", 0), ("owner_inum", 20))],
 )
 def test_layouts_match_the_compiled_object(struct: str, fmt: object, first: tuple[str, int], last: tuple[str, int]) -> None:
@@ -52,9 +52,9 @@ def test_ns_record_and_tasks() -> None:
     r = decode_ns_record(NS_RECORD.pack(3, NET, 4026531840, 4026531837, 0, 5, 0, 1))
     assert (r.type, r.inum, r.ns_id, r.refcount, r.owner_ns_id) == ("net", 4026531840, 3, 5, 1)
     inums = (10, 11, 12, 13, 14, 15, 16, 17, 14, 17)
-    data = TASK_RECORD.pack(7, 7, *inums, b"sleep", 1000, 0) * 2
+    data = TASK_RECORD.pack(7, 7, *inums, b"sleep", 1000, 0xABC1) * 2
     tasks = decode_tasks(data)
-    assert len(tasks) == 2 and tasks[0].comm == "sleep" and tasks[0].uid == 1000
+    assert len(tasks) == 2 and tasks[0].comm == "sleep" and tasks[0].uid == 1000 and tasks[0].nsproxy == 0xABC1
     assert tasks[0].namespaces() == [("net", 10), ("mnt", 11), ("uts", 12), ("ipc", 13), ("pid", 14),
                                      ("user", 15), ("cgroup", 16), ("time", 17)]
     with pytest.raises(RecordError, match="multiple"):

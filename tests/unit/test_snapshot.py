@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from nstrack.model.records import SLOTS as SLOTS_FOR_TEST
 from nstrack.model.records import FileRecord, MountRecord, NSRecord, TaskRecord
 from nstrack.model.snapshot import Snapshot, build, visible_user_namespaces
 from nstrack.views.snapshot_cmd import parse_ns_arg
@@ -167,3 +168,68 @@ def test_iso_times_match_pydantic() -> None:
 
     assert _iso(1_700_000_000.0) == "2023-11-14T22:13:20Z"
     assert _iso(1_700_000_000.5) == "2023-11-14T22:13:20.500000Z"
+
+
+def test_ls_fast_rows_equal_rows_of_aggregate() -> None:
+    """`ls` summarises a scan directly (scan_rows); it must say what rows(aggregate(...)) says."""
+    import random
+
+    from nstrack.model.holders import aggregate
+    from nstrack.views.table import COLUMNS, scan_rows
+
+    cols = list(COLUMNS)
+    rng = random.Random(7)
+    for trial in range(40):
+        inums = {t: [4026531000 + 100 * i + k for k in range(4)] for i, t in enumerate(
+            ("net", "mnt", "uts", "ipc", "pid", "user", "cgroup", "time"))}
+        namespaces = [NSRecord(t, n, rng.choice([None, 7 + n % 50]), rng.choice([0, *inums["user"]]) if t != "user"
+                               or n != inums["user"][0] else 0,
+                               rng.choice([0, *inums["pid"]]) if t == "pid" else 0, rng.randint(1, 9))
+                      for t, ns in inums.items() for n in ns]
+        tasks = []
+        for pid in rng.sample(range(1, 60), rng.randint(0, 25)):
+            slots = [rng.choice(inums[t]) for t, _ in SLOTS_FOR_TEST]
+            if rng.random() < 0.15:
+                slots[0] = 0  # exited (zombie): no nsproxy
+            tasks.append(TaskRecord(pid, pid, tuple(slots), f"c{pid}", rng.choice([0, 1000])))
+            if rng.random() < 0.3:  # a thread with namespaces of its own
+                tasks.append(TaskRecord(pid + 100, pid, tuple(rng.choice(inums[t]) for t, _ in SLOTS_FOR_TEST),
+                                        f"c{pid}", tasks[-1].uid))
+        files = [FileRecord(rng.randint(1, 60), fd, rng.choice(["nsfs", "socket"]), "net" if rng.random() < .5
+                            else "uts", rng.choice(inums["net"] + inums["uts"])) for fd in range(rng.randint(0, 8))]
+        files = [f for f in files if f.kind == "nsfs" or f.type == "net"]
+        mounts = [MountRecord(1, f"/m{i}", "net", rng.choice(inums["net"])) for i in range(rng.randint(0, 3))]
+        types = rng.choice([None, {"net"}, {"pid", "user"}])
+        orphaned = rng.random() < 0.3
+        entries = aggregate(namespaces, tasks, files, mounts, types=types, orphaned_only=orphaned, explain=False)
+        slow = rows(entries, {t.tgid: t.uid for t in tasks}, cols)
+        fast = scan_rows(namespaces, tasks, files, mounts, cols, types, orphaned)
+        assert fast == slow, trial
+
+
+def test_refcount_accounting() -> None:
+    """nsproxies (per slot), the nsfs inode and sockets explain references; the rest is unexplained."""
+    from nstrack.model.holders import aggregate
+
+    uts_a, uts_b, time_c, net_d = 4026532700, 4026532701, 4026532702, 4026532703
+    base = (INIT_NET, 1, 2, 3, INIT_PID, INIT_USER, 4, 5, INIT_PID, 5)
+
+    def t(pid: int, nsproxy: int, **slots: int) -> TaskRecord:
+        inums = list(base)
+        for i, v in slots.items():
+            inums[int(i[1:])] = v
+        return TaskRecord(pid, pid, tuple(inums), "x", 0, nsproxy)
+
+    tasks = [t(10, 0xA, s2=uts_a), t(11, 0xA, s2=uts_a),  # two tasks, one nsproxy: one reference
+             t(12, 0xB, s2=uts_b), t(13, 0xC, s7=time_c, s9=time_c), t(14, 0xD, s9=time_c), t(15, 0xE, s0=net_d)]
+    namespaces = [NSRecord("uts", uts_a, 1, INIT_USER, 0, 1), NSRecord("uts", uts_b, 2, INIT_USER, 0, 4),
+                  NSRecord("time", time_c, 3, INIT_USER, 0, 3), NSRecord("net", net_d, 4, INIT_USER, 0, 4),
+                  NSRecord("user", INIT_USER, 5, 0, 0, 40), NSRecord("pid", INIT_PID, 6, INIT_USER, 0, 9)]
+    files = [FileRecord(12, 3, "nsfs", "uts", uts_b), FileRecord(12, 4, "nsfs", "uts", uts_b),
+             FileRecord(15, 3, "socket", "net", net_d), FileRecord(15, 4, "socket", "net", net_d)]
+    got = {e.name: e.refs_unexplained for e in aggregate(namespaces, tasks, files)}
+    assert got == {f"uts:[{uts_a}]": 0, f"uts:[{uts_b}]": 4 - 2, f"time:[{time_c}]": 0, f"net:[{net_d}]": 4 - 3,
+                   f"user:[{INIT_USER}]": None, f"pid:[{INIT_PID}]": None}
+    # without nsproxy identities (a /proc scan) nothing is claimed
+    plain = [x._replace(nsproxy=0) for x in tasks]
+    assert {e.refs_unexplained for e in aggregate(namespaces, plain, files)} == {None}

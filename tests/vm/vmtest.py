@@ -82,7 +82,7 @@ KERNELS: tuple[KernelSpec, ...] = (
         "7.2",
         ("sid",),
         (r"linux-binary-unsigned-7\.2\.\d+\+deb14-amd64", r"linux-modules-7\.2\.\d+\+deb14-amd64"),
-        DEBIAN_ENV,
+        {**DEBIAN_ENV, "NSTRACK_EXPECT_LISTNS": "1"},  # 6.19+: tests/privileged/test_listns.py must run
     ),
 )
 
