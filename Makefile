@@ -16,7 +16,7 @@ DEB_PKGS := clang llvm libbpf1 libbpf-dev bpftool util-linux iproute2 python3-ve
             podman runc mmdebstrap
 LISTEN ?= 127.0.0.1:9864
 
-.PHONY: help setup deps bpf venv run test test-unit test-host vmtest bench clean doctor
+.PHONY: help setup deps bpf venv run test test-unit test-host vmtest bench bench-vm clean doctor
 
 help:
 	@echo "make run    - set up, then run the main job on this host (needs root)"
@@ -24,6 +24,7 @@ help:
 	@echo "make setup  - Debian packages, .venv with nstrack installed editable, BPF objects"
 	@echo "make bench  - benchmarks, JSON results under build/bench/"
 	@echo "make vmtest - only the kernel matrix (QEMU)"
+	@echo "make bench-vm - the lifecycle benchmark in each kernel of the matrix (fentry, kprobe)"
 
 setup: deps venv bpf
 
@@ -78,6 +79,10 @@ test: setup
 bench: setup
 	@mkdir -p build/bench
 	$(PY) -m tests.bench
+
+# The lifecycle benchmark in every kernel of the matrix, fentry and kprobe modes (build/vmbench/*/lifecycle.json)
+bench-vm: setup
+	$(PYTHON) tests/vm/vmtest.py --out build/vmbench --cmd "exec /bin/sh tests/vm/bench.sh" $(if $(VMTEST_KERNELS),--kernels $(VMTEST_KERNELS))
 
 # The container image (deploy/container/), with podman's state under build/image/: wheels built here (BPF
 # objects from `make bpf`), on a Debian base made locally with mmdebstrap (cached in .cache/image/), or on

@@ -134,10 +134,19 @@ def entry_model(e: holders.Entry, scan_time: float) -> NamespaceEntry:
     )
 
 
+_ISO: dict[float, str] = {}  # many namespaces share a time (those found by the start-up scan)
+
+
 def _iso(ts: float) -> str:
     """A Unix time as pydantic serialises a UTC datetime (``...T12:00:00.500000Z``, no fraction if 0)."""
-    d = datetime.fromtimestamp(ts, timezone.utc)
-    return d.strftime("%Y-%m-%dT%H:%M:%S") + (f".{d.microsecond:06d}Z" if d.microsecond else "Z")
+    text = _ISO.get(ts)
+    if text is None:
+        d = datetime.fromtimestamp(ts, timezone.utc)
+        text = d.strftime("%Y-%m-%dT%H:%M:%S") + (f".{d.microsecond:06d}Z" if d.microsecond else "Z")
+        if len(_ISO) > 4096:
+            _ISO.clear()
+        _ISO[ts] = text
+    return text
 
 
 def entry_dict(e: holders.Entry, scan_time: float, boot_offset: float) -> dict[str, object]:

@@ -211,25 +211,40 @@ def make_server(service: Service, web: WebConfig | None = None) -> ThreadingHTTP
 
 def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int | None = None,
                 orphaned: bool | None = None, limit: int | None = None) -> str:
-    """The snapshot document (same model as `nstrack snapshot`) from the live replica, as JSON."""
+    """The snapshot document (same model as `nstrack snapshot`) from the live replica, as JSON.
+
+    Each entry's JSON is made once per holder aggregation (``entries_version``) and kept: requests
+    in between, filtered or not, only pick and join them.
+    """
     from ..model.holders import visible_user_namespaces
     from ..model.snapshot import snapshot_dict
 
     service.refresh_holders()
     with service.lock:
-        entries = list(service.entries)
+        entries = service.entries
+        version = service.entries_version
         complete, reasons, at = service.entries_complete, list(service.entries_reasons), service.entries_at
+    cached = service.render_cache.get("namespaces")
+    if cached is None or cached[0] != version or cached[1] is not entries:
+        doc = snapshot_dict(kernel="", mode="", method="", scan_time=at, complete=True, incomplete_reasons=(),
+                            free_latency=None, entries=entries)
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        cached = (version, entries, [dumps(d) for d in doc["namespaces"]])  # type: ignore[union-attr]
+        service.render_cache["namespaces"] = cached
+    encoded: list[str] = cached[2]
+    picked = range(len(entries))
     if userns is not None:
         parents = {e.inum: e.owner_inum for e in entries if e.type == "user" and e.owner_inum}
         visible = visible_user_namespaces(userns, parents)
-        entries = [e for e in entries if (e.inum if e.type == "user" else e.owner_inum) in visible]
+        picked = [i for i in picked if (entries[i].inum if entries[i].type == "user" else entries[i].owner_inum)
+                  in visible]  # type: ignore[assignment]
     if types:
-        entries = [e for e in entries if e.type in types]
+        picked = [i for i in picked if entries[i].type in types]  # type: ignore[assignment]
     if orphaned is not None:
-        entries = [e for e in entries if e.orphaned is orphaned]
+        picked = [i for i in picked if entries[i].orphaned is orphaned]  # type: ignore[assignment]
     if limit is not None:
-        entries = entries[:limit]
-    doc = snapshot_dict(
+        picked = picked[:limit]
+    head = snapshot_dict(
         kernel=service.findings.kernel,
         mode=service.mode,
         method=service.tracker.stats.last_scan.method if service.tracker.stats.last_scan else "unknown",
@@ -237,7 +252,8 @@ def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int 
         complete=complete,
         incomplete_reasons=reasons,
         free_latency=service.tracker.free_latency_bound,
-        entries=entries,
+        entries=(),
     )
-    return json.dumps(doc, separators=(",", ":")) + "\n"
-
+    text = json.dumps(head, separators=(",", ":"))
+    assert text.endswith('"namespaces":[]}')
+    return text[: -len("[]}")] + "[" + ",".join(encoded[i] for i in picked) + "]}\n"

@@ -23,7 +23,7 @@ from nstrack.kernel.probe import investigate
 from nstrack.kernel.tracker import Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
-OUT = ROOT / "build" / "bench"
+OUT = Path(os.environ.get("NSTRACK_BENCH_OUT") or ROOT / "build" / "bench")  # the VM matrix points it at its share
 WORKLOAD = str(Path(__file__).with_name("workload.py"))
 ROUNDS = int(os.environ.get("NSTRACK_BENCH_ROUNDS", "7"))
 SECONDS = float(os.environ.get("NSTRACK_BENCH_SECONDS", "1.0"))
@@ -37,8 +37,8 @@ def run_workload(kind: str) -> float:
 class Live:
     """A tracker polling in a background thread, as `nstrack watch` or `serve` would run it."""
 
-    def __init__(self) -> None:
-        self.tracker = Tracker(investigate())
+    def __init__(self, mode: str | None = None) -> None:
+        self.tracker = Tracker(investigate(requested_mode=mode))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -57,7 +57,7 @@ class Live:
         self.tracker.close()
 
 
-def measure(kind: str) -> dict[str, Any]:
+def measure(kind: str, mode: str | None = None) -> dict[str, Any]:
     without: list[float] = []
     with_: list[float] = []
     cpu_per_1000: list[float] = []
@@ -68,7 +68,7 @@ def measure(kind: str) -> dict[str, Any]:
             if not tracked:
                 without.append(run_workload(kind))
                 continue
-            with Live() as tracker:
+            with Live(mode) as tracker:
                 e0, c0 = tracker.stats.events, time.process_time()
                 rate = run_workload(kind)
                 time.sleep(0.3)  # let the poller drain what the workload produced
@@ -114,19 +114,21 @@ def main() -> int:
     if "lifecycle" not in which:
         return 0
     findings = investigate()
+    # NSTRACK_BENCH_MODES=fentry,kprobe,tracepoint measures each mode in turn (the VM matrix does)
+    modes = [m for m in os.environ.get("NSTRACK_BENCH_MODES", "").split(",") if m] or [findings.decision.mode]
     result = {
         "kernel": os.uname().release,
         "mode": findings.decision.mode,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "targets": {"churn": 0.97, "fork": 0.98},
-        "results": [measure("churn"), measure("fork")],
+        "results": [{**measure(kind, mode), "mode": mode} for mode in modes for kind in ("churn", "fork")],
     }
     for r in result["results"]:
         r["target"] = result["targets"][r["workload"]]
         r["meets_target"] = r["ratio"] >= r["target"] and r["lost_events"] == 0
     (OUT / "lifecycle.json").write_text(json.dumps(result, indent=2) + "\n")
     for r in result["results"]:
-        print(f"{r['workload']:<6} ratio {r['ratio']:.3f} (target {r['target']}), "
+        print(f"{r['mode']:<10} {r['workload']:<6} ratio {r['ratio']:.3f} (target {r['target']}), "
               f"{r['rate_with_median']:.0f} vs {r['rate_without_median']:.0f} ops/s, "
               f"lost {r['lost_events']}, nstrack CPU {r['nstrack_cpu_seconds_per_1000_events']} s/1000 events")
     print(f"written: {OUT / 'lifecycle.json'}")

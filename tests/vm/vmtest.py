@@ -778,6 +778,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--msize", type=int, default=262144, help="9p msize (default: %(default)s)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="add to the guest command's environment (repeatable)")
     p.add_argument("--append", default="", help="extra kernel command line")
+    p.add_argument("--out", type=Path, default=BUILD_DIR, help="results folder, one subfolder per kernel (default: %(default)s)")
     args = p.parse_args(argv)
     known = known_specs()
     bad_env = [e for e in args.env if "=" not in e]
@@ -832,9 +833,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(QEMU) is None:
             raise VmTestError(f"{QEMU} not found: apt-get install -y qemu-system-x86")
         results: list[Result] = []
-        BUILD_DIR.mkdir(parents=True, exist_ok=True)
+        args.out.mkdir(parents=True, exist_ok=True)
         for kernel in kernels:
-            out = BUILD_DIR / kernel.series
+            out = args.out / kernel.series
             clear_dir(out)
             (out / "kernel.json").write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
             initrd = args.cache_dir / "initramfs" / f"{kernel.series}.cpio"
@@ -851,11 +852,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({result.seconds:.1f}s){' - ' + result.detail if result.detail else ''}"
             )
         summary = {r.release: r.summary() for r in results}
-        (BUILD_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     bad = [r for r in results if r.status != "ok"]
-    log(f"summary: {BUILD_DIR / 'summary.json'}; total {total.seconds:.0f}s")
+    log(f"summary: {args.out / 'summary.json'}; total {total.seconds:.0f}s")
     for r in bad:
-        log(f"FAILED on kernel {r.release} ({r.series}): {r.status}: {r.detail}; console log {BUILD_DIR / r.series / 'console.log'}")
+        log(f"FAILED on kernel {r.release} ({r.series}): {r.status}: {r.detail}; console log {args.out / r.series / 'console.log'}")
     return 1 if bad else 0
 
 

@@ -1,0 +1,9 @@
+#!/bin/sh
+# Guest command for `make bench-vm`: the lifecycle benchmark in each kernel's VM, every event mode.
+# Ratios (with/without nstrack, interleaved in one run) are what is compared; TCG makes absolute rates
+# meaningless. Results: build/vmbench/<series>/lifecycle.json on the host (make bench-vm).
+set -u
+out="${NSTRACK_VM_OUT:?NSTRACK_VM_OUT is not set: run me through tests/vm/vmtest.py}"
+echo "guest: kernel $(uname -r), lifecycle benchmark"
+NSTRACK_BENCH_OUT="$out" NSTRACK_BENCH_MODES="${NSTRACK_BENCH_MODES:-fentry,kprobe}" \
+    NSTRACK_BENCH_ROUNDS="${NSTRACK_BENCH_ROUNDS:-5}" .venv/bin/python -m tests.bench lifecycle
