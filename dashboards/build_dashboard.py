@@ -18,6 +18,8 @@ PANELS = [
     ("Frees per second", "ops", [("sum by (ns_type) (rate(nstrack_namespaces_destroyed_total{instance=~\"$instance\"}[5m]))", "{{ns_type}}")], "timeseries", 8),
     ("Net growth per hour (leak rate)", "short",
      [("sum by (ns_type) (increase(nstrack_namespaces_created_total{instance=~\"$instance\"}[1h])) - sum by (ns_type) (increase(nstrack_namespaces_destroyed_total{instance=~\"$instance\"}[1h]))", "{{ns_type}}")], "timeseries", 8),
+    ("Top creators (namespaces created per second, by command)", "ops",
+     [("topk(10, sum by (comm) (rate(nstrack_namespaces_created_by_comm_total{instance=~\"$instance\"}[5m])))", "{{comm}}")], "timeseries", 12),
     ("Oldest orphan age", "s", [("max by (ns_type) (nstrack_oldest_orphan_age_seconds{instance=~\"$instance\"})", "{{ns_type}}")], "timeseries", 12),
     ("Namespace lifetime p50 / p90", "s",
      [("histogram_quantile(0.5, sum by (le, ns_type) (rate(nstrack_namespace_lifetime_seconds_bucket{instance=~\"$instance\"}[1h])))", "p50 {{ns_type}}"),

@@ -90,6 +90,13 @@ class Counters:
     missed_creations: int = 0  # found by a rescan, no event
     missed_destroys: int = 0  # found gone by a rescan, no event
     reused_inums: int = 0
+    # creations seen with their creator, by (type, creator command); at most CREATOR_COMMS commands,
+    # the rest under OTHER_COMM (comm is chosen by any process: the cap bounds metric cardinality)
+    by_comm: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+CREATOR_COMMS = 50
+OTHER_COMM = "(other)"
 
 
 class Replica:
@@ -107,6 +114,7 @@ class Replica:
         # saw version v and sees v again knows nothing changed in between
         self.version = 0
         self.deferred = 0  # namespaces the last reconcile kept only because they were born after its scan
+        self._comms: set[str] = set()  # creator commands with series of their own (Counters.by_comm)
 
     # ------------------------------------------------------------------ lookups
 
@@ -171,6 +179,17 @@ class Replica:
             while len(tombstones) > self.tombstone_max:
                 tombstones.popitem(last=False)
 
+    def _count_creator(self, type_: str, comm: str) -> None:
+        by_comm = self.counters.by_comm
+        if (type_, comm) not in by_comm:
+            comms = self._comms
+            if comm not in comms:
+                if len(comms) >= CREATOR_COMMS:
+                    comm = OTHER_COMM
+                else:
+                    comms.add(comm)
+        by_comm[(type_, comm)] += 1
+
     def _next_generation(self, type_: str, inum: int) -> int:
         g = self._generation.get((type_, inum), 0) + 1
         self._generation[(type_, inum)] = g
@@ -218,6 +237,8 @@ class Replica:
         )
         self._insert(ns)
         self.counters.created[ns.type] += 1
+        if creator is not None:
+            self._count_creator(ns.type, creator.comm)
         changes.append(Change("created", ns, "event"))
         return changes
 

@@ -61,6 +61,7 @@ class NstrackCollector(Collector):
             replica = svc.tracker.replica
             alive = Counter(ns.type for ns in replica.alive.values())
             created = dict(replica.counters.created)
+            by_comm = dict(replica.counters.by_comm)
             destroyed = dict(replica.counters.destroyed)
             c = replica.counters
             stats = svc.tracker.stats
@@ -89,6 +90,12 @@ class NstrackCollector(Collector):
             de.add_metric([t], destroyed.get(t, 0))
         yield cr
         yield de
+        bc = CounterMetricFamily("nstrack_namespaces_created_by_comm", "Namespaces seen being created, by type "
+                                 "and the creating process's command (at most 50 commands; the rest count "
+                                 "as '(other)'). For the dashboard's top creators.", labels=["ns_type", "comm"])
+        for (t, comm), n in sorted(by_comm.items()):
+            bc.add_metric([t, comm], n)
+        yield bc
 
         orphans: Counter[tuple[str, str]] = Counter()
         oldest: dict[str, float] = {}

@@ -61,6 +61,7 @@ def test_families_and_values() -> None:
     assert value(text, 'nstrack_namespaces{ns_type="net"}') == 3
     assert value(text, 'nstrack_namespaces{ns_type="time"}') == 0
     assert value(text, 'nstrack_namespaces_created_total{ns_type="net"}') == 2
+    assert value(text, 'nstrack_namespaces_created_by_comm_total{comm="ip",ns_type="net"}') == 2
     assert value(text, 'nstrack_orphaned_namespaces{held_by="mount",ns_type="net"}') == 1
     assert value(text, 'nstrack_orphaned_namespaces{held_by="kernel",ns_type="net"}') == 1
     age = value(text, 'nstrack_oldest_orphan_age_seconds{ns_type="net"}')

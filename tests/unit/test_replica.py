@@ -141,3 +141,18 @@ def test_version_moves_only_on_change_and_deferred_counts_young_namespaces() -> 
     r.apply(ev("created", 4026532300, 50, ns_id=6, type_="ipc"))  # born after the next scan starts
     assert r.version > v
     assert r.reconcile(recs, scan_start_ns=40, types={"uts", "ipc"}) == [] and r.deferred == 1
+
+
+def test_creations_by_command_are_capped() -> None:
+    from nstrack.model.replica import CREATOR_COMMS, OTHER_COMM
+
+    r = Replica()
+    for i in range(CREATOR_COMMS + 5):
+        e = ev("created", 4026540000 + i, 10 + i, ns_id=1000 + i)
+        r.apply(e._replace(comm=f"cmd{i}"))
+    r.apply(ev("created", 4026550000, 99, ns_id=5000, type_="uts")._replace(comm="cmd0"))
+    by = r.counters.by_comm
+    assert by[("net", "cmd0")] == 1 and by[("uts", "cmd0")] == 1  # a known command keeps its series
+    assert by[("net", OTHER_COMM)] == 5 and len({c for _, c in by}) == CREATOR_COMMS + 1
+    r.reconcile([NSRecord("ipc", 4026560000, 9000, 0, 0, 1)], scan_start_ns=200)  # no creator: not counted
+    assert sum(by.values()) == CREATOR_COMMS + 5 + 1
