@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .kernel.probe import Findings
-from .kernel.tracker import Tracker
+from .kernel.tracker import Tracker, tune_gc
 from .model.holders import Entry, aggregate
 from .model.replica import Change, boot_ns
 
@@ -77,6 +77,7 @@ class Service:
         with self.lock:
             self.tracker.start()
             self._scan_holders()
+            tune_gc()
             self.last_poll = time.monotonic()
         if not self.config.keep_caps:
             from .kernel.caps import RUNTIME_CAPS, drop_to

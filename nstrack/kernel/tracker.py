@@ -100,6 +100,18 @@ def plan_for(findings: Findings) -> Plan:
     return Plan(d.mode, attach, event_types, rescan_types)
 
 
+def tune_gc() -> None:
+    """For the long-running trackers (serve, watch), once started: every event allocates a few small
+    objects, and with CPython's default thresholds the cyclic collector ran ~60 times a second under
+    namespace churn, each time walking the whole replica (~4 us per event on the 6.18 host). The
+    start-up objects are frozen out of collection, and young collections wait for 20000 allocations."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
+
+
 class Tracker:
     def __init__(
         self,
