@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--rescan-seconds", dest="rescan_seconds", type=float, metavar="S",
                     help="rescan interval (bounds free latency in tracepoint mode; default 2, 60 in event modes)")
     se.add_argument("--holders-seconds", dest="holders_seconds", type=float, metavar="S",
-                    help="how often fds, mounts and sockets are rescanned (default 10)")
+                    help="how often fds, mounts and sockets are rescanned in the background (default 30)")
     se.add_argument("--per-namespace-metrics", dest="per_namespace_metrics", action="store_const", const=True,
                     help="export one series per namespace (capped by --per-namespace-limit)")
     se.add_argument("--per-namespace-limit", dest="per_namespace_limit", type=int, metavar="N")

@@ -28,7 +28,8 @@ class Config(BaseModel):
     mode: str | None = Field(None, description="force a tracking mode (default: best available)")
     rescan_seconds: float | None = Field(None, gt=0, description="rescan interval (free latency bound in "
                                          "tracepoint mode; default 2 there, 60 in the event modes)")
-    holders_seconds: float = Field(10.0, gt=0, description="how often holders (fds, mounts, sockets) are rescanned")
+    holders_seconds: float = Field(30.0, gt=0, description="how often holders (fds, mounts, sockets) are rescanned "
+                                   "in the background (/namespaces and /namespaces/{id} refresh them when older than 1 s)")
     ringbuf_bytes: int = Field(1 << 20, ge=4096, description="event ring buffer size (a power of 2)")
     tombstone_seconds: float = Field(300.0, ge=0, description="how long destroyed namespaces stay queryable")
     per_namespace_metrics: bool = Field(False, description="export one series per namespace (capped)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .kernel.probe import Findings
-from .kernel.tracker import Tracker, tune_gc
+from .kernel.tracker import Tracker, settle_after_start
 from .model.holders import Entry, aggregate
 from .model.replica import Change, boot_ns
 
@@ -77,7 +77,7 @@ class Service:
         with self.lock:
             self.tracker.start()
             self._scan_holders()
-            tune_gc()
+            settle_after_start()
             self.last_poll = time.monotonic()
         if not self.config.keep_caps:
             from .kernel.caps import RUNTIME_CAPS, drop_to
@@ -126,7 +126,7 @@ class Service:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tracker.wait(1.0)  # blocks without the lock, so scrapes never wait on it
+                self.tracker.wait(2.0)  # blocks without the lock (scrapes never wait); wakes for events and rescans
                 with self.lock:
                     self._observe(self.tracker.poll(0))
                     if time.monotonic() >= self._next_holders:

@@ -217,7 +217,7 @@ def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int 
     in between, filtered or not, only pick and join them.
     """
     from ..model.holders import visible_user_namespaces
-    from ..model.snapshot import snapshot_dict
+    from ..model.snapshot import entry_dict, snapshot_dict
 
     service.refresh_holders()
     with service.lock:
@@ -226,10 +226,10 @@ def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int 
         complete, reasons, at = service.entries_complete, list(service.entries_reasons), service.entries_at
     cached = service.render_cache.get("namespaces")
     if cached is None or cached[0] != version or cached[1] is not entries:
-        doc = snapshot_dict(kernel="", mode="", method="", scan_time=at, complete=True, incomplete_reasons=(),
-                            free_latency=None, entries=entries)
+        # one entry's dict at a time, encoded at once: the peak (and so the resident size) stays small
         dumps = json.JSONEncoder(separators=(",", ":")).encode
-        cached = (version, entries, [dumps(d) for d in doc["namespaces"]])  # type: ignore[union-attr]
+        offset = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        cached = (version, entries, [dumps(entry_dict(e, at, offset)) for e in entries])
         service.render_cache["namespaces"] = cached
     encoded: list[str] = cached[2]
     picked = range(len(entries))

@@ -96,7 +96,7 @@ class Printer:
 def cmd_watch(args: argparse.Namespace) -> int:
     from ..kernel.libbpf import BPFError
     from ..kernel.probe import investigate
-    from ..kernel.tracker import Tracker, tune_gc
+    from ..kernel.tracker import Tracker, settle_after_start
 
     try:
         findings = investigate(requested_mode=args.mode)
@@ -115,7 +115,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         tracker.start()
-        tune_gc()
+        settle_after_start()
         note = f"nstrack watch: mode {tracker.mode}, {len(tracker.replica)} namespaces alive"
         note += f"; frees reported within {bound:g}s (rescans)" if bound else "; frees reported as they happen"
         print(note, file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nstrack.kernel.probe import investigate
-from nstrack.kernel.tracker import Tracker, tune_gc
+from nstrack.kernel.tracker import Tracker, settle_after_start
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(os.environ.get("NSTRACK_BENCH_OUT") or ROOT / "build" / "bench")  # the VM matrix points it at its share
@@ -48,7 +48,7 @@ class Live:
 
     def __enter__(self) -> Tracker:
         self.tracker.start()
-        tune_gc()  # as serve and watch do once started
+        settle_after_start()  # as serve and watch do once started
         self.thread.start()
         return self.tracker
 

@@ -41,7 +41,7 @@ def main() -> dict[str, Any]:
     from tests.privileged.serving import serve
 
     out: dict[str, Any] = {}
-    with population(3000, 4000), serve("--holders-seconds", "10") as srv:
+    with population(3000, 4000), serve() as srv:  # default intervals: what a node runs
         time.sleep(12)  # a holder scan at full size has happened
         metrics = [_time_get(srv.base + "/metrics") for _ in range(21)]
         namespaces = [_time_get(srv.base + "/namespaces") for _ in range(7)]

@@ -80,14 +80,14 @@ def lsns_set(out: str) -> set[tuple[str, int]]:
 def measure_level(procs: int, fd_held: int, tools: dict[str, list[str]]) -> dict[str, Any]:
     from nstrack.kernel.scanner import Scanner
 
-    times: dict[str, list[float]] = {k: [] for k in tools}
-    rss: dict[str, list[int]] = {k: [] for k in tools}
-    outputs: dict[str, str] = {}
     from tests.privileged.serving import serve
 
+    outputs: dict[str, str] = {}
     with population(procs, fd_held), serve("--holders-seconds", "10") as srv:
         # `ls --server`: a running serve answers (its holder scan at most 1 s old), no BPF load here
         tools = {**tools, "nstrack-via-serve": [*tools["nstrack"], "--server", srv.base]}
+        times: dict[str, list[float]] = {k: [] for k in tools}
+        rss: dict[str, list[int]] = {k: [] for k in tools}
         time.sleep(3)  # the serve has scanned this population
         names = list(tools)
         for r in range(ROUNDS):
