@@ -82,6 +82,7 @@ class Entry:
 # open, and for net every socket one. pid (struct pid, children) and user (every cred) are not modelled.
 REF_SLOTS: dict[str, tuple[int, ...]] = {"net": (0,), "mnt": (1,), "uts": (2,), "ipc": (3,), "cgroup": (6,),
                                          "time": (7, 9)}
+_REF_SLOT_SET = frozenset(s for slots in REF_SLOTS.values() for s in slots)
 
 
 def visible_user_namespaces(root: int, user_parent: dict[int, int]) -> set[int]:
@@ -112,22 +113,32 @@ def aggregate(
     """Holders of every namespace; ``explain=False`` skips the keeps_alive sentences (for `ls`)."""
     comm = {t.tgid: t.comm for t in tasks}
     task_holders: dict[tuple[str, int], list[TaskHolder]] = defaultdict(list)
-    seen: set[tuple[str, int, int]] = set()  # (type, inum, tgid): threads repeat their leader
-    nsproxy_refs: dict[tuple[str, int], set[tuple[int, int]]] = defaultdict(set)  # (nsproxy, slot)
+    # (inum << 32 | tgid): threads repeat their leader (live inode numbers are unique across types)
+    seen: set[int] = set()
+    # per (type, inum): nsproxy << 4 | slot of every nsproxy slot pointing at it
+    nsproxy_refs: dict[tuple[str, int], set[int]] = defaultdict(set)
     nsproxies_known = any(t.nsproxy for t in tasks)  # BPF scans identify them; /proc cannot
+    slot_roles = [(type_, _ROLE.get(fname, "member"), slot in _REF_SLOT_SET) for slot, (type_, fname) in
+                  enumerate(SLOTS)]
     for t in tasks:
-        if t.nsproxy:
-            for type_, slots in REF_SLOTS.items():
-                for slot in slots:
-                    if t.inums[slot]:
-                        nsproxy_refs[(type_, t.inums[slot])].add((t.nsproxy, slot))
         exited = t.inums[0] == 0  # no nsproxy left: exited, only its struct pid (pid ns) remains
-        for (type_, fname), inum in zip(SLOTS, t.inums):
-            if not inum or (type_, inum, t.tgid) in seen:
+        tgid, proxy = t.tgid, t.nsproxy << 4
+        holder: TaskHolder | None = None
+        for slot, ((type_, role, counted), inum) in enumerate(zip(slot_roles, t.inums)):
+            if not inum:
+                continue
+            if counted and proxy:
+                nsproxy_refs[(type_, inum)].add(proxy | slot)
+            key = inum << 32 | tgid
+            if key in seen:
                 continue  # e.g. pid_for_children equal to the task's own pid namespace
-            seen.add((type_, inum, t.tgid))
-            role = "zombie" if exited else _ROLE.get(fname, "member")
-            task_holders[(type_, inum)].append(TaskHolder(t.tgid, t.comm, role, t.uid))
+            seen.add(key)
+            if exited or role == "member":  # one holder object shared by the task's namespaces
+                if holder is None:
+                    holder = TaskHolder(tgid, t.comm, "zombie" if exited else "member", t.uid)
+                task_holders[(type_, inum)].append(holder)
+            else:
+                task_holders[(type_, inum)].append(TaskHolder(tgid, t.comm, role, t.uid))
     fd_holders: dict[tuple[str, int], list[FdHolder]] = defaultdict(list)
     sockets: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for f in files:
