@@ -61,8 +61,10 @@ def make_server(service: Service, web: WebConfig | None = None) -> ThreadingHTTP
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), fmt % args)
 
-        def _send(self, code: int, body: bytes, ctype: str) -> None:
+        def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
             self.send_response(code)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -106,6 +108,8 @@ def make_server(service: Service, web: WebConfig | None = None) -> ThreadingHTTP
                 elif path == "/healthz":
                     ok, why = service.health()
                     self._json(200 if ok else 503, {"ok": ok, "reason": why, "mode": service.mode})
+                elif path == "/ls":
+                    self._ls(query)
                 elif path == "/namespaces":
                     self._namespaces(query)
                 elif path.startswith("/namespaces/"):
@@ -138,10 +142,36 @@ def make_server(service: Service, web: WebConfig | None = None) -> ThreadingHTTP
 <li><a href="/namespaces">/namespaces</a>: every live namespace with holders
  (filters: <a href="/namespaces?orphaned=true">?orphaned=true</a>, ?type=net, ?userns=INUM, ?limit=N)</li>
 <li>/namespaces/{{name, inum or ns_id}}: one namespace, e.g. /namespaces/net:%5B4026531840%5D</li>
+<li><a href="/ls">/ls</a>: the rows of <code>nstrack ls --json</code> (?columns=NS,TYPE,..., ?type=, ?orphaned=true)</li>
 <li><a href="/healthz">/healthz</a>: 200 while tracking is live, else 503 with the reason</li>
 </ul></body></html>
 """
             self._send(200, body.encode(), "text/html; charset=utf-8")
+
+        def _ls(self, q: dict[str, str]) -> None:
+            """What `nstrack ls --json` prints, from the live replica (for `nstrack ls --server`)."""
+            from .table import DEFAULT_COLUMNS, json_text, parse_columns, rows
+
+            unknown = set(q) - {"columns", "type", "orphaned"}
+            if unknown:
+                raise BadRequest(f"unknown parameter {sorted(unknown)[0]!r}; valid: columns, type, orphaned")
+            try:
+                columns = parse_columns(q["columns"]) if "columns" in q else DEFAULT_COLUMNS
+                types = {ns_type(t).name for t in q["type"].split(",")} if q.get("type") else None
+            except (ValueError, UnknownNamespaceType) as exc:
+                raise BadRequest(str(exc)) from None
+            orphaned = _bool(q["orphaned"]) if "orphaned" in q else False
+            service.refresh_holders()
+            with service.lock:
+                entries = service.entries
+                complete, reasons = service.entries_complete, list(service.entries_reasons)
+            picked = [e for e in entries if (not types or e.type in types) and (not orphaned or e.orphaned)]
+            body = json_text(rows(picked, {t.pid: t.uid for e in picked for t in e.holders.tasks}, columns),
+                             columns)
+            headers = {"X-Nstrack-Complete": "true" if complete else "false"}
+            if not complete:
+                headers["X-Nstrack-Incomplete"] = "; ".join(reasons)[:2000]
+            self._send(200, (body + "\n").encode(), "application/json", headers)
 
         def _namespaces(self, q: dict[str, str]) -> None:
             unknown = set(q) - {"type", "orphaned", "userns", "limit"}

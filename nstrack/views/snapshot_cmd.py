@@ -88,59 +88,41 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def entries_from_server(url: str, types: set[str] | None, orphaned_only: bool) -> tuple[list[Entry], bool, list[str]]:
-    """The entries of a running `nstrack serve` (its /namespaces document), as ``aggregate`` makes them."""
+def rows_from_server(url: str, columns: list[str], types: set[str] | None,
+                     orphaned_only: bool) -> tuple[str, bool, list[str]]:
+    """`nstrack ls --json` text from a running `nstrack serve` (its /ls endpoint), complete?, why not."""
     import base64
     import urllib.error
     import urllib.request
     from urllib.parse import urlencode, urlsplit, urlunsplit
 
-    from ..model.holders import Entry, FdHolder, Holders, MountHolder, SocketHolder, TaskHolder
-    from ..model.replica import Creator
-
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ScanError(f"--server {url!r}: give http[s]://HOST:PORT")
     netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    query = {k: v for k, v in (("type", ",".join(sorted(types or []))), ("orphaned", "true" if orphaned_only else ""))
-             if v}
-    req = urllib.request.Request(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/namespaces",
-                                             urlencode(query), "")))
+    query = {"columns": ",".join(columns)}
+    if types:
+        query["type"] = ",".join(sorted(types))
+    if orphaned_only:
+        query["orphaned"] = "true"
+    req = urllib.request.Request(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/ls", urlencode(query), "")))
     if parts.username is not None:
         token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            doc = json.load(r)
+            text = r.read().decode()
+            complete = r.headers.get("X-Nstrack-Complete", "true") == "true"
+            reasons = [x for x in (r.headers.get("X-Nstrack-Incomplete") or "").split("; ") if x]
     except urllib.error.HTTPError as exc:
         raise ScanError(f"server {netloc} answered {exc.code}: {exc.read()[:200].decode(errors='replace')}") from None
     except (OSError, ValueError) as exc:
         raise ScanError(f"cannot ask nstrack serve at {netloc}: {exc}") from None
-    now_boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    entries = []
-    for d in doc["namespaces"]:
-        h, c = d["holders"], d.get("creator")
-        entries.append(Entry(
-            type=d["type"], inum=d["inum"], ns_id=d["ns_id"],
-            owner_inum=int(d["owner"][6:-1]) if d.get("owner") else 0,
-            parent_inum=int(d["parent"][5:-1]) if d.get("parent") else 0,
-            refcount=d.get("refcount"),
-            holders=Holders(
-                tasks=[TaskHolder(t["pid"], t["comm"], t["role"], t.get("uid", 0)) for t in h["tasks"]],
-                fds=[FdHolder(f["pid"], f["fd"], f["comm"]) for f in h["fds"]],
-                mounts=[MountHolder(m["mnt_ns"], m["path"]) for m in h["mounts"]],
-                sockets=[SocketHolder(s["pid"], s["comm"], s["count"]) for s in h["sockets"]],
-                children=h["children"],
-            ),
-            orphaned=d["orphaned"], keeps_alive=d.get("keeps_alive"), first_seen_ns=now_boot,
-            refs_unexplained=d.get("refcount_unexplained"),
-            creator=Creator(c["pid"], c["tgid"], c["comm"], c["cgroup_id"]) if c else None,
-        ))
-    return entries, bool(doc["complete"]), list(doc.get("incomplete_reasons", []))
+    return text.rstrip("\n"), complete, reasons
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .table import DEFAULT_COLUMNS, json_text, parse_columns, render, rows, scan_rows
+    from .table import DEFAULT_COLUMNS, json_text, parse_columns, render, scan_rows
 
     try:
         columns = parse_columns(args.output) if args.output else DEFAULT_COLUMNS
@@ -150,8 +132,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     types = set(args.types or []) or None
     try:
         if getattr(args, "server", None) and args.mode is None:
-            entries, complete, reasons = entries_from_server(args.server, types, args.orphaned)
-            rs = rows(entries, {t.pid: t.uid for e in entries for t in e.holders.tasks}, columns)
+            text, complete, reasons = rows_from_server(args.server, columns, types, args.orphaned)
+            if args.json:  # the server wrote exactly what a local `ls --json` prints
+                print(text)
+                return 0
+            rs = [{c: r[c.lower()] for c in columns} for r in json.loads(text)["namespaces"]]
         else:
             scan = scan_now(args.mode)
             complete, reasons = scan.complete, scan.incomplete_reasons

@@ -147,3 +147,15 @@ def test_ls_server_errors_are_clear(srv: Served) -> None:
     wrong = subprocess.run([sys.executable, "-m", "nstrack", "ls", "--server", "ftp://x"], capture_output=True,
                            text=True, timeout=60)
     assert wrong.returncode == 1 and "give http[s]://HOST:PORT" in wrong.stderr
+
+
+def test_ls_endpoint_answers_like_ls_json(srv: Served) -> None:
+    import json
+
+    code, ctype, body = srv.get("/ls?columns=NS,TYPE,ORPHANED&type=net")
+    assert code == 200 and ctype == "application/json"
+    rows = json.loads(body)["namespaces"]
+    assert rows and all(set(r) == {"ns", "type", "orphaned"} and r["type"] == "net" for r in rows)
+    for bad in ("/ls?columns=NS,BOGUS", "/ls?type=nett", "/ls?sort=ns", "/ls?orphaned=maybe"):
+        code, _, body = srv.get(bad)
+        assert code == 400 and "error" in json.loads(body), bad
