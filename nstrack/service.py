@@ -53,6 +53,7 @@ class Service:
         self.entries_at = 0.0  # time.time() of that scan
         self.entries_version = 0  # bumped when the entries change (renderers may cache on it)
         self.render_cache: dict[str, tuple[int, list[Entry], list[str]]] = {}  # views/http.py
+        self.ls_cache: dict[tuple[object, ...], str] = {}  # views/http.py /ls
         self._holder_inputs: tuple[object, ...] | None = None
         self.holder_scan_seconds = 0.0
         self.lifetimes = Lifetimes()

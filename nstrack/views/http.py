@@ -163,11 +163,19 @@ def make_server(service: Service, web: WebConfig | None = None) -> ThreadingHTTP
             orphaned = _bool(q["orphaned"]) if "orphaned" in q else False
             service.refresh_holders()
             with service.lock:
-                entries = service.entries
+                entries, version = service.entries, service.entries_version
                 complete, reasons = service.entries_complete, list(service.entries_reasons)
-            picked = [e for e in entries if (not types or e.type in types) and (not orphaned or e.orphaned)]
-            body = json_text(rows(picked, {t.pid: t.uid for e in picked for t in e.holders.tasks}, columns),
-                             columns)
+            # kept per holder aggregation, like /namespaces: unchanged holders, unchanged answer
+            key = (version, id(entries), tuple(columns), frozenset(types or ()), orphaned)
+            cache = service.ls_cache
+            body = cache.get(key)
+            if body is None:
+                picked = [e for e in entries if (not types or e.type in types) and (not orphaned or e.orphaned)]
+                body = json_text(rows(picked, {t.pid: t.uid for e in picked for t in e.holders.tasks}, columns),
+                                 columns)
+                if len(cache) >= 16 or any(k[0] != version for k in cache):
+                    cache.clear()
+                cache[key] = body
             headers = {"X-Nstrack-Complete": "true" if complete else "false"}
             if not complete:
                 headers["X-Nstrack-Incomplete"] = "; ".join(reasons)[:2000]
