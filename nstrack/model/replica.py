@@ -181,14 +181,18 @@ class Replica:
 
     def _count_creator(self, type_: str, comm: str) -> None:
         by_comm = self.counters.by_comm
-        if (type_, comm) not in by_comm:
-            comms = self._comms
-            if comm not in comms:
-                if len(comms) >= CREATOR_COMMS:
-                    comm = OTHER_COMM
-                else:
-                    comms.add(comm)
-        by_comm[(type_, comm)] += 1
+        key = (type_, comm)
+        n = by_comm.get(key)
+        if n is not None:  # the common case: a command already counted for this type
+            by_comm[key] = n + 1
+            return
+        comms = self._comms
+        if comm not in comms:
+            if len(comms) >= CREATOR_COMMS:
+                key = (type_, OTHER_COMM)
+            else:
+                comms.add(comm)
+        by_comm[key] += 1
 
     def _next_generation(self, type_: str, inum: int) -> int:
         g = self._generation.get((type_, inum), 0) + 1
