@@ -63,6 +63,7 @@ def measure(kind: str, mode: str | None = None) -> dict[str, Any]:
     with_: list[float] = []
     cpu_per_1000: list[float] = []
     lost = events = 0
+    run_workload(kind)  # warm-up, not counted (caches; under QEMU's TCG, code translation)
     for i in range(ROUNDS):
         order = (False, True) if i % 2 == 0 else (True, False)
         for tracked in order:
