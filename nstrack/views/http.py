@@ -255,7 +255,7 @@ def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int 
     in between, filtered or not, only pick and join them.
     """
     from ..model.holders import visible_user_namespaces
-    from ..model.snapshot import entry_dict, snapshot_dict
+    from ..model.snapshot import entry_json, snapshot_dict
 
     service.refresh_holders()
     with service.lock:
@@ -264,10 +264,10 @@ def snapshot_of(service: Service, *, types: set[str] | None = None, userns: int 
         complete, reasons, at = service.entries_complete, list(service.entries_reasons), service.entries_at
     cached = service.render_cache.get("namespaces")
     if cached is None or cached[0] != version or cached[1] is not entries:
-        # one entry's dict at a time, encoded at once: the peak (and so the resident size) stays small
-        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        # straight to JSON, entry by entry: the peak (and so the resident size) stays small
         offset = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-        cached = (version, entries, [dumps(entry_dict(e, at, offset)) for e in entries])
+        memo: dict[int, str] = {}
+        cached = (version, entries, [entry_json(e, at, offset, memo) for e in entries])
         service.render_cache["namespaces"] = cached
     encoded: list[str] = cached[2]
     picked = range(len(entries))

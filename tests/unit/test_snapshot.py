@@ -233,3 +233,17 @@ def test_refcount_accounting() -> None:
     # without nsproxy identities (a /proc scan) nothing is claimed
     plain = [x._replace(nsproxy=0) for x in tasks]
     assert {e.refs_unexplained for e in aggregate(namespaces, plain, files)} == {None}
+
+
+def test_entry_json_equals_entry_dict() -> None:
+    """/namespaces writes entry_json; it must say what entry_dict (checked against the model) says."""
+    from nstrack.model.holders import aggregate
+    from nstrack.model.snapshot import entry_dict, entry_json
+
+    files = [FileRecord(2, 7, "nsfs", "net", FD_NET), FileRecord(2, 8, "socket", "net", SOCK_NET)]
+    tasks = [task(1), task(2, comm='hold"er\\'), task(3, net=FD_NET)]
+    entries = aggregate(NAMESPACES, tasks, files, [MountRecord(1, "/run/netns/b\\x", "net", BOUND_NET)])
+    memo: dict[int, str] = {}
+    for e in entries:
+        assert json.loads(entry_json(e, 1_700_000_000.5, 12.0, memo)) == entry_dict(e, 1_700_000_000.5, 12.0)
+    assert memo  # task holders were shared and encoded once
