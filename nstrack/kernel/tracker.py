@@ -211,8 +211,8 @@ class Tracker:
             if self.replica.find_alive_inum(ev.inum) is None:
                 self.stats.other_inum_frees += 1
                 return
-        accepted = self.plan.event_types.get(ev.type, {"any"}) if ev.type else {"any"}
-        if "any" not in accepted and ev.source not in accepted:
+        accepted = self.plan.event_types.get(ev.type) if ev.type else None
+        if accepted is not None and "any" not in accepted and ev.source not in accepted:
             return  # this type is tracked by another hook set; avoid double reports
         self.stats.events += 1
         self._pending.extend(self.replica.apply(ev))

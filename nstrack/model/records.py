@@ -41,6 +41,7 @@ class RecordError(ValueError):
 
 
 _NAME_OF_FLAG = {flag: t.name for flag, t in BY_FLAG.items()}
+_COMMS: dict[bytes, str] = {}  # raw 16-byte comm -> text
 
 
 def _type_name(flag: int) -> str:
@@ -83,7 +84,12 @@ def decode_event(raw: bytes) -> Event:
     if kind not in (EV_CREATED, EV_DESTROYED):
         raise RecordError(f"unknown event kind {kind}")
     # a freed inode number (proc_free_inum) comes without a type: "" until the replica resolves it
-    type_ = "" if (flag == 0 and kind == EV_DESTROYED) else _type_name(flag)
+    type_ = "" if (flag == 0 and kind == EV_DESTROYED) else (_NAME_OF_FLAG.get(flag) or _type_name(flag))
+    name = _COMMS.get(comm)
+    if name is None:  # few distinct commands create namespaces: decode each once
+        if len(_COMMS) > 4096:
+            _COMMS.clear()
+        name = _COMMS[comm] = comm.split(b"\0", 1)[0].decode(errors="replace")
     return Event(
         "created" if kind == EV_CREATED else "destroyed",  # kind
         type_,
@@ -94,7 +100,7 @@ def decode_event(raw: bytes) -> Event:
         parent,  # parent_inum
         pid,
         tgid,
-        comm.split(b"\0", 1)[0].decode(errors="replace"),
+        name,  # comm
         cg,  # cgroup_id
         SOURCES.get(src) or f"source {src}",
     )
