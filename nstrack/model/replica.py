@@ -208,8 +208,11 @@ class Replica:
     def _created(self, ev: Event) -> list[Change]:
         changes: list[Change] = []
         creator = Creator(ev.pid, ev.tgid, ev.comm, ev.cgroup_id) if ev.tgid else None
-        ns_id = ev.ns_id
-        cur = self.find_alive(ev.type, ev.inum, ns_id)
+        type_, inum, ns_id = ev.type, ev.inum, ev.ns_id
+        key = self._by_id.get(ns_id) if ns_id is not None else None
+        if key is None:
+            key = self._by_inum.get((type_, inum))
+        cur = self.alive[key] if key is not None else None
         if cur is not None:
             if ns_id is not None and cur.ns_id == ns_id:
                 if cur.learned_by == "scan":  # merge what the event knows
@@ -227,22 +230,22 @@ class Replica:
             self.counters.missed_destroys += 1
             self._remove(cur, ev.ts_ns, "superseded")
             changes.append(Change("destroyed", cur, "superseded"))
-        ns = Namespace(
-            ev.type,
-            ev.inum,
-            ns_id,
-            self._next_generation(ev.type, ev.inum),
-            ev.owner_inum,
-            ev.parent_inum,
-            ev.ts_ns,  # first_seen_ns
-            ev.ts_ns,  # created_ns
-            creator,
-            ev.source,  # learned_by
-        )
-        self._insert(ns)
-        self.counters.created[ns.type] += 1
+        generations = self._generation
+        tk = (type_, inum)
+        generation = generations[tk] = generations.get(tk, 0) + 1
+        ns = Namespace(type_, inum, ns_id, generation, ev.owner_inum, ev.parent_inum,
+                       ev.ts_ns, ev.ts_ns, creator, ev.source)  # first seen = created; learned_by
+        # _insert, inline (this is the per-event hot path)
+        self.version += 1
+        key = ("id", ns_id) if ns_id is not None else ("gen", type_, inum, generation)
+        self.alive[key] = ns
+        self._by_inum[tk] = key
+        self._by_any_inum[inum] = key
+        if ns_id is not None:
+            self._by_id[ns_id] = key
+        self.counters.created[type_] += 1
         if creator is not None:
-            self._count_creator(ns.type, creator.comm)
+            self._count_creator(type_, creator.comm)
         changes.append(Change("created", ns, "event"))
         return changes
 
