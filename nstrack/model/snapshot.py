@@ -150,12 +150,8 @@ def _iso(ts: float) -> str:
     return text
 
 
-def entry_dict(e: holders.Entry, scan_time: float, boot_offset: float) -> dict[str, object]:
-    """``entry_model(e, scan_time).model_dump(mode="json")`` without building models (10k entries per
-    /namespaces request): ``boot_offset`` is Unix time minus CLOCK_BOOTTIME seconds, taken once.
-    tests/unit/test_snapshot.py keeps the two equal."""
-    h = e.holders
-    c = e.creator
+def _entry_head(e: holders.Entry) -> dict[str, object]:
+    """The fields of an entry before its holders, as the model dumps them."""
     return {
         "name": format_name(e.type, e.inum),
         "type": e.type,
@@ -165,13 +161,13 @@ def entry_dict(e: holders.Entry, scan_time: float, boot_offset: float) -> dict[s
         "parent": format_name("pid", e.parent_inum) if e.parent_inum else None,
         "refcount": e.refcount,
         "refcount_unexplained": e.refs_unexplained,
-        "holders": {
-            "tasks": [{"pid": t.pid, "comm": t.comm, "role": t.role, "uid": t.uid} for t in h.tasks],
-            "fds": [{"pid": f.pid, "fd": f.fd, "comm": f.comm} for f in h.fds],
-            "mounts": [{"mnt_ns": m.mnt_ns, "path": m.path} for m in h.mounts],
-            "sockets": [{"pid": s.pid, "comm": s.comm, "count": s.count} for s in h.sockets],
-            "children": list(h.children),
-        },
+    }
+
+
+def _entry_tail(e: holders.Entry, scan_time: float, boot_offset: float) -> dict[str, object]:
+    """The fields of an entry after its holders."""
+    c = e.creator
+    return {
         "orphaned": e.orphaned,
         "keeps_alive": e.keeps_alive,
         "created": _iso(boot_offset + e.created_ns / 1e9) if e.created_ns is not None else None,
@@ -180,43 +176,38 @@ def entry_dict(e: holders.Entry, scan_time: float, boot_offset: float) -> dict[s
     }
 
 
+def _other_holders(h: holders.Holders) -> dict[str, object]:
+    return {
+        "fds": [{"pid": f.pid, "fd": f.fd, "comm": f.comm} for f in h.fds],
+        "mounts": [{"mnt_ns": m.mnt_ns, "path": m.path} for m in h.mounts],
+        "sockets": [{"pid": s.pid, "comm": s.comm, "count": s.count} for s in h.sockets],
+        "children": list(h.children),
+    }
+
+
+def entry_dict(e: holders.Entry, scan_time: float, boot_offset: float) -> dict[str, object]:
+    """``entry_model(e, scan_time).model_dump(mode="json")`` without building models (10k entries per
+    /namespaces request): ``boot_offset`` is Unix time minus CLOCK_BOOTTIME seconds, taken once.
+    tests/unit/test_snapshot.py keeps the two equal."""
+    tasks = [{"pid": t.pid, "comm": t.comm, "role": t.role, "uid": t.uid} for t in e.holders.tasks]
+    return {**_entry_head(e), "holders": {"tasks": tasks, **_other_holders(e.holders)},
+            **_entry_tail(e, scan_time, boot_offset)}
+
+
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def entry_json(e: holders.Entry, scan_time: float, boot_offset: float, memo: dict[int, str]) -> str:
     """``entry_dict`` as compact JSON, faster: a task's holder object is shared by all its namespaces
     (``aggregate``), so each is encoded once per render (``memo``: id -> JSON, for one render only)."""
-    h = e.holders
     tasks = []
-    for t in h.tasks:
+    for t in e.holders.tasks:
         text = memo.get(id(t))
         if text is None:
             text = memo[id(t)] = _DUMPS({"pid": t.pid, "comm": t.comm, "role": t.role, "uid": t.uid})
         tasks.append(text)
-    c = e.creator
-    head = _DUMPS({
-        "name": format_name(e.type, e.inum),
-        "type": e.type,
-        "inum": e.inum,
-        "ns_id": e.ns_id,
-        "owner": format_name("user", e.owner_inum) if e.owner_inum else None,
-        "parent": format_name("pid", e.parent_inum) if e.parent_inum else None,
-        "refcount": e.refcount,
-        "refcount_unexplained": e.refs_unexplained,
-    })
-    rest = _DUMPS({
-        "fds": [{"pid": f.pid, "fd": f.fd, "comm": f.comm} for f in h.fds],
-        "mounts": [{"mnt_ns": m.mnt_ns, "path": m.path} for m in h.mounts],
-        "sockets": [{"pid": s.pid, "comm": s.comm, "count": s.count} for s in h.sockets],
-        "children": h.children,
-    })
-    tail = _DUMPS({
-        "orphaned": e.orphaned,
-        "keeps_alive": e.keeps_alive,
-        "created": _iso(boot_offset + e.created_ns / 1e9) if e.created_ns is not None else None,
-        "first_seen": _iso(boot_offset + e.first_seen_ns / 1e9) if e.first_seen_ns is not None else _iso(scan_time),
-        "creator": {"pid": c.pid, "tgid": c.tgid, "comm": c.comm, "cgroup_id": c.cgroup_id} if c else None,
-    })
+    head, rest = _DUMPS(_entry_head(e)), _DUMPS(_other_holders(e.holders))
+    tail = _DUMPS(_entry_tail(e, scan_time, boot_offset))
     return f'{head[:-1]},"holders":{{"tasks":[{",".join(tasks)}],{rest[1:]},{tail[1:]}'
 
 

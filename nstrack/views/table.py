@@ -115,6 +115,19 @@ def json_text(rs: list[dict[str, Any]], columns: list[str]) -> str:
     return '{"namespaces": [\n' + body + ("\n" if body else "") + "]}"
 
 
+def _join(groups: dict[tuple[str, int], set[int]], firsts: dict[tuple[str, int], TaskRecord],
+          key: tuple[str, int], t: TaskRecord) -> None:
+    """Add task ``t`` to the group of namespace ``key``, keeping the group's lowest-pid task."""
+    group = groups.get(key)
+    if group is None:
+        groups[key] = {t.tgid}
+        firsts[key] = t
+    else:
+        group.add(t.tgid)
+        if t.tgid < firsts[key].tgid:
+            firsts[key] = t
+
+
 def scan_rows(
     namespaces: list[NSRecord],
     tasks: list[TaskRecord],
@@ -149,23 +162,9 @@ def scan_rows(
             held.add(tgid)
             if exited:
                 continue
-            group = live.get(key)
-            if group is None:
-                live[key] = {tgid}
-                first_live[key] = t
-            else:
-                group.add(tgid)
-                if tgid < first_live[key].tgid:
-                    first_live[key] = t
+            _join(live, first_live, key, t)
             if role == "member":
-                group = members.get(key)
-                if group is None:
-                    members[key] = {tgid}
-                    first_member[key] = t
-                else:
-                    group.add(tgid)
-                    if tgid < first_member[key].tgid:
-                        first_member[key] = t
+                _join(members, first_member, key, t)
     fds: dict[tuple[str, int], int] = {}
     socks: dict[tuple[str, int], int] = {}
     for f in files:
