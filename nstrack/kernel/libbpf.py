@@ -19,7 +19,6 @@ import ctypes
 import errno as errno_mod
 import mmap
 import os
-import select
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -265,7 +264,6 @@ def _verifier_log(messages: list[str]) -> str:
 
 BTF_KIND_FUNC = 12
 BTF_KIND_STRUCT = 4
-BTF_KIND_UNION = 5
 BTF_KIND_DATASEC = 15
 BPF_F_MMAPABLE = 1 << 10  # map flag: user space may mmap the map (global data on 5.5+)
 
@@ -285,28 +283,6 @@ class VmlinuxBTF:
     def has(self, name: str, kind: int = BTF_KIND_FUNC) -> bool:
         assert self._ptr is not None
         return bool(lib().btf__find_by_name_kind(self._ptr, name.encode(), kind) > 0)
-
-    def has_member(self, struct: str, member: str) -> bool:
-        """Whether ``struct`` has a member ``member``, looking inside anonymous structs and unions
-        as C does (6.18's ns_common.ns_list_node sits in an anonymous union)."""
-        assert self._ptr is not None
-        tid = lib().btf__find_by_name_kind(self._ptr, struct.encode(), BTF_KIND_STRUCT)
-        return tid > 0 and self._has_member(tid, member.encode(), depth=0)
-
-    def _has_member(self, tid: int, member: bytes, depth: int) -> bool:
-        so = lib()
-        t = so.btf__type_by_id(self._ptr, tid)
-        info = ctypes.c_uint32.from_address(t + 4).value
-        if (info >> 24) & 0x1F not in (BTF_KIND_STRUCT, BTF_KIND_UNION) or depth > 8:
-            return False
-        for k in range(info & 0xFFFF):  # struct btf_member { u32 name_off; u32 type; u32 offset; }
-            base = t + 12 + 12 * k
-            name = so.btf__name_by_offset(self._ptr, ctypes.c_uint32.from_address(base).value)
-            if name == member:
-                return True
-            if not name and self._has_member(ctypes.c_uint32.from_address(base + 4).value, member, depth + 1):
-                return True
-        return False
 
     def close(self) -> None:
         if self._ptr:
@@ -725,7 +701,7 @@ class BPFObject:
                 raise _fail(f"loading {self.path.name}", _err_from_ret(ret), msgs)
         self.loaded = True
 
-    def ring_buffer(self, map_name: str, callback: Callable[[bytes], None]) -> RingBuffer:
+    def ring_buffer(self, map_name: str, callback: Callable[[bytes], None] | None = None) -> RingBuffer:
         rb = RingBuffer(self.map(map_name), callback)
         self._ringbufs.append(rb)
         return rb
@@ -804,7 +780,7 @@ class RingBuffer:
     x86-64 only, like the rest of nstrack: aligned 8-byte loads and stores are atomic and ordered there.
     """
 
-    def __init__(self, bpf_map: BPFMap, callback: Callable[[bytes], None]) -> None:
+    def __init__(self, bpf_map: BPFMap, callback: Callable[[bytes], None] | None = None) -> None:
         self.map = bpf_map
         self._callback = callback
         self.fd = bpf_map.fd  # pollable: readable when records are waiting
@@ -828,27 +804,15 @@ class RingBuffer:
             raise BPFError(ctypes.get_errno() or errno_mod.EINVAL, f"ring buffer on map {self.map.name}: mmap")
         return int(addr)
 
-    @property
-    def epoll_fd(self) -> int:
-        """An fd that polls readable when records are waiting (to wait without consuming)."""
-        if not self._open:
-            raise BPFError(errno_mod.EBADF, "ring buffer closed")
-        return self.fd
-
-    def poll(self, timeout_ms: int) -> int:
-        """Wait up to ``timeout_ms`` for records and deliver them; returns how many."""
-        if not self._open:
-            raise BPFError(errno_mod.EBADF, "ring buffer closed")
-        select.select([self.fd], [], [], max(0, timeout_ms) / 1000)
-        return self.consume()
-
     def consume(self) -> int:
         """Deliver every committed record already in the buffer without waiting; returns how many.
 
         The records are taken off the ring before the first callback runs: an exception from the
         callback loses the records after it."""
-        records = self.read_all()
         cb = self._callback
+        if cb is None:
+            raise BPFError(errno_mod.EINVAL, f"ring buffer {self.map.name}: no callback (use read_all)")
+        records = self.read_all()
         for r in records:
             cb(r)
         return len(records)

@@ -69,7 +69,7 @@ class Scanner:
             self.has_lists = False
             obj = self._load(scan_ringbuf_bytes)
         try:
-            self._rb = obj.ring_buffer("scan_rb", lambda _raw: None)  # read with read_all()
+            self._rb = obj.ring_buffer("scan_rb")  # read with read_all()
             self._tasks = obj.program("scan_tasks").attach_iter()
             self._files = obj.program("scan_files").attach_iter()
             # the walk runs once, on the iterator's first task: visit only one (this process's leader)
@@ -134,7 +134,7 @@ class Scanner:
         if self._lists is not None:
             _read(self._lists)  # writes no output: the walk goes to scan_rb
             walk = b"".join(self._rb.read_all())
-        walked = self._lists is not None and bool(self._obj.read_global("scan_has_lists"))
+        walked = self._lists is not None  # kept only where the kernel has the lists (see __init__)
         want_tasks = tasks or holders or not walked
         tasks_: list[TaskRecord] = self._decode("tasks", _read(self._tasks), decode_tasks) if want_tasks else []
         lost = self._obj.read_global("lost_scan")

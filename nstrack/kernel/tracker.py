@@ -237,7 +237,7 @@ class Tracker:
         if self._events is None:
             time.sleep(deadline - now)
             return
-        if select.select([self._events.epoll_fd], [], [], deadline - now)[0]:
+        if select.select([self._events.fd], [], [], deadline - now)[0]:
             hold = min(deadline, self._last_drain + self.batch_seconds) - time.monotonic()
             if hold > 0:
                 time.sleep(hold)

@@ -69,7 +69,7 @@ class Entry:
     created_ns: int | None = None
     first_seen_ns: int | None = None
     creator: Creator | None = None
-    refs_unexplained: int | None = None  # refcount minus what the holders account for (see REF_MODEL)
+    refs_unexplained: int | None = None  # refcount minus what the holders account for (see REF_SLOTS)
 
     @property
     def name(self) -> str:

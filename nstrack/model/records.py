@@ -84,7 +84,7 @@ def decode_event(raw: bytes) -> Event:
     if kind not in (EV_CREATED, EV_DESTROYED):
         raise RecordError(f"unknown event kind {kind}")
     # a freed inode number (proc_free_inum) comes without a type: "" until the replica resolves it
-    type_ = "" if (flag == 0 and kind == EV_DESTROYED) else (_NAME_OF_FLAG.get(flag) or _type_name(flag))
+    type_ = "" if (flag == 0 and kind == EV_DESTROYED) else _type_name(flag)
     name = _COMMS.get(comm)
     if name is None:  # few distinct commands create namespaces: decode each once
         if len(_COMMS) > 4096:

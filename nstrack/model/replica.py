@@ -175,9 +175,8 @@ class Replica:
         tombstones = self.tombstones
         tombstones[key] = ns
         self.counters.destroyed[ns.type] += 1
-        if len(tombstones) > self.tombstone_max:
-            while len(tombstones) > self.tombstone_max:
-                tombstones.popitem(last=False)
+        while len(tombstones) > self.tombstone_max:
+            tombstones.popitem(last=False)
 
     def _count_creator(self, type_: str, comm: str) -> None:
         by_comm = self.counters.by_comm
@@ -209,10 +208,7 @@ class Replica:
         changes: list[Change] = []
         creator = Creator(ev.pid, ev.tgid, ev.comm, ev.cgroup_id) if ev.tgid else None
         type_, inum, ns_id = ev.type, ev.inum, ev.ns_id
-        key = self._by_id.get(ns_id) if ns_id is not None else None
-        if key is None:
-            key = self._by_inum.get((type_, inum))
-        cur = self.alive[key] if key is not None else None
+        cur = self.find_alive(type_, inum, ns_id)
         if cur is not None:
             if ns_id is not None and cur.ns_id == ns_id:
                 if cur.learned_by == "scan":  # merge what the event knows
@@ -230,19 +226,9 @@ class Replica:
             self.counters.missed_destroys += 1
             self._remove(cur, ev.ts_ns, "superseded")
             changes.append(Change("destroyed", cur, "superseded"))
-        generations = self._generation
-        tk = (type_, inum)
-        generation = generations[tk] = generations.get(tk, 0) + 1
-        ns = Namespace(type_, inum, ns_id, generation, ev.owner_inum, ev.parent_inum,
+        ns = Namespace(type_, inum, ns_id, self._next_generation(type_, inum), ev.owner_inum, ev.parent_inum,
                        ev.ts_ns, ev.ts_ns, creator, ev.source)  # first seen = created; learned_by
-        # _insert, inline (this is the per-event hot path)
-        self.version += 1
-        key = ("id", ns_id) if ns_id is not None else ("gen", type_, inum, generation)
-        self.alive[key] = ns
-        self._by_inum[tk] = key
-        self._by_any_inum[inum] = key
-        if ns_id is not None:
-            self._by_id[ns_id] = key
+        self._insert(ns)
         self.counters.created[type_] += 1
         if creator is not None:
             self._count_creator(type_, creator.comm)
