@@ -533,6 +533,16 @@ struct walk_ctx {
 	const void *ops;
 	__u32 type;
 	__u32 done;
+	__u32 emit;   /* 0: only the digest (scan_digest) */
+	__u64 digest; /* over (type, inum, ns_id) in list order */
+	__u64 count;
+};
+
+/* What scan_lists and scan_digest write to their iterator's output: a walk's digest (equal digests,
+ * equal set of namespaces: type, inode number and ns_id in the kernel's list order). */
+struct walk_sum {
+	__u64 digest;
+	__u64 count;
 };
 
 static __always_inline int has_ns_lists(void)
@@ -552,13 +562,39 @@ static __always_inline struct ns_common *list_next(struct ns_common *cur, struct
 	return (void *)*next - bpf_core_field_offset(struct ns_common___v72, ns_tree_node.ns_list_entry);
 }
 
-static long walk_step(__u64 index, struct walk_ctx *w)
+/* One namespace of the walk: into the digest, and (emit) a record to scan_rb. */
+static __always_inline void walk_visit(struct walk_ctx *w, struct ns_common *ns)
 {
-	struct ns_common *cur = w->cur;
-	struct list_head *next = NULL;
-	struct ns_common *ns = list_next(cur, &next);
 	struct user_namespace *owner;
 	struct ns_record *r;
+	__u64 id = ns_id_of(ns);
+	__u32 inum = BPF_CORE_READ(ns, inum);
+
+	w->digest = (w->digest ^ (((__u64)inum << 32 | w->type) + id * 0x9E3779B97F4A7C15ULL)) * 0x100000001b3ULL;
+	w->count++;
+	if (!w->emit)
+		return;
+	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
+	if (!r) {
+		__sync_fetch_and_add(&lost_scan, 1);
+		return;
+	}
+	r->ns_id = id;
+	r->ns_type = w->type;
+	r->inum = inum;
+	r->refcount = refcount_of(ns);
+	r->flags = 0;
+	owner = owner_of(ns, w->type, &r->parent_inum);
+	r->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+	r->owner_ns_id = owner ? BPF_CORE_READ(owner, ns.ns_id) : 0;
+	bpf_ringbuf_submit(r, 0);
+	__sync_fetch_and_add(&scan_walked, 1);
+}
+
+static long walk_step(__u64 index, struct walk_ctx *w)
+{
+	struct list_head *next = NULL;
+	struct ns_common *ns = list_next(w->cur, &next);
 
 	if (!next || ns == w->start) {
 		w->done = 1;
@@ -568,29 +604,13 @@ static long walk_step(__u64 index, struct walk_ctx *w)
 	/* The list head lives in a global struct (ns_tree, ns_tree_root), not in a namespace: its "ops" differ. */
 	if (BPF_CORE_READ(ns, ops) != w->ops)
 		return 0;
-	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
-	if (!r) {
-		__sync_fetch_and_add(&lost_scan, 1);
-		return 0;
-	}
-	r->ns_id = ns_id_of(ns);
-	r->ns_type = w->type;
-	r->inum = BPF_CORE_READ(ns, inum);
-	r->refcount = refcount_of(ns);
-	r->flags = 0;
-	owner = owner_of(ns, w->type, &r->parent_inum);
-	r->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
-	r->owner_ns_id = owner ? BPF_CORE_READ(owner, ns.ns_id) : 0;
-	bpf_ringbuf_submit(r, 0);
-	__sync_fetch_and_add(&scan_walked, 1);
+	walk_visit(w, ns);
 	return 0;
 }
 
-static __always_inline void walk_type(struct ns_common *start, __u32 type)
+static __always_inline void walk_type(struct ns_common *start, __u32 type, __u32 emit, struct walk_sum *sum)
 {
 	struct walk_ctx w = {};
-	struct user_namespace *owner;
-	struct ns_record *r;
 
 	if (!start)
 		return;
@@ -598,62 +618,66 @@ static __always_inline void walk_type(struct ns_common *start, __u32 type)
 	w.cur = start;
 	w.ops = BPF_CORE_READ(start, ops);
 	w.type = type;
-	/* the start namespace itself */
-	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
-	if (r) {
-		r->ns_id = ns_id_of(start);
-		r->ns_type = type;
-		r->inum = BPF_CORE_READ(start, inum);
-		r->refcount = refcount_of(start);
-		r->flags = 0;
-		owner = owner_of(start, type, &r->parent_inum);
-		r->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
-		r->owner_ns_id = owner ? BPF_CORE_READ(owner, ns.ns_id) : 0;
-		bpf_ringbuf_submit(r, 0);
-		__sync_fetch_and_add(&scan_walked, 1);
-	} else {
-		__sync_fetch_and_add(&lost_scan, 1);
-	}
+	w.emit = emit;
+	walk_visit(&w, start); /* the start namespace itself */
 	bpf_loop(walk_max, walk_step, &w, 0);
-	if (!w.done)
-		__sync_fetch_and_add(&lost_scan, 1); /* walk_max reached: incomplete */
+	if (!w.done) { /* walk_max reached: incomplete (and a digest never to trust) */
+		if (emit)
+			__sync_fetch_and_add(&lost_scan, 1);
+		sum->count |= 1ULL << 63;
+	}
+	sum->digest = (sum->digest ^ w.digest) * 0x100000001b3ULL;
+	sum->count += w.count;
 }
 
 #define NS_OF(ptr, T) ((ptr) ? (struct ns_common *)((void *)(ptr) + bpf_core_field_offset(T, ns)) : NULL)
 
-static __always_inline void walk_all(struct task_struct *t)
+static __always_inline void walk_all(struct bpf_iter__task *ctx, __u32 emit)
 {
-	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
+	struct task_struct *t = ctx->task;
+	struct walk_sum sum = {};
+	struct nsproxy *nsp;
 
+	if (!t || ctx->meta->seq_num != 0)
+		return;
+	nsp = BPF_CORE_READ(t, nsproxy);
 	if (!has_ns_lists() || !nsp)
 		return;
+	if (emit)
+		scan_walked = 0;
 	scan_has_lists = 1;
-	walk_type(NS_OF(BPF_CORE_READ(nsp, net_ns), struct net), CLONE_NEWNET);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, mnt_ns), struct mnt_namespace), CLONE_NEWNS);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, uts_ns), struct uts_namespace), CLONE_NEWUTS);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, ipc_ns), struct ipc_namespace), CLONE_NEWIPC);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, pid_ns_for_children), struct pid_namespace), CLONE_NEWPID);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, cgroup_ns), struct cgroup_namespace), CLONE_NEWCGROUP);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, time_ns), struct time_namespace), CLONE_NEWTIME);
-	walk_type(NS_OF(BPF_CORE_READ(t, real_cred, user_ns), struct user_namespace), CLONE_NEWUSER);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, net_ns), struct net), CLONE_NEWNET, emit, &sum);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, mnt_ns), struct mnt_namespace), CLONE_NEWNS, emit, &sum);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, uts_ns), struct uts_namespace), CLONE_NEWUTS, emit, &sum);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, ipc_ns), struct ipc_namespace), CLONE_NEWIPC, emit, &sum);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, pid_ns_for_children), struct pid_namespace), CLONE_NEWPID, emit, &sum);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, cgroup_ns), struct cgroup_namespace), CLONE_NEWCGROUP, emit, &sum);
+	walk_type(NS_OF(BPF_CORE_READ(nsp, time_ns), struct time_namespace), CLONE_NEWTIME, emit, &sum);
+	walk_type(NS_OF(BPF_CORE_READ(t, real_cred, user_ns), struct user_namespace), CLONE_NEWUSER, emit, &sum);
+	bpf_seq_write(ctx->meta->seq, &sum, sizeof(sum));
 }
 
 /*
- * The 6.18+ namespace-list walk, on the iterator's first task only. A program of its own because it
- * uses bpf_loop with a callback: kernels before 5.13 reject any object whose func_info lists a callback
- * subprogram ("number of funcs in func_info doesn't match number of subprogs"), even in dead code, so
- * Python loads the object with it first and again without it when refused; before 6.18 it loads but
- * leaves scan_has_lists at 0 (no namespace lists), and Python drops it.
+ * The 6.18+ namespace-list walk, on the iterator's first task only: records to scan_rb, the walk's
+ * digest to the iterator's output. A program of its own because it uses bpf_loop with a callback:
+ * kernels before 5.13 reject any object whose func_info lists a callback subprogram ("number of funcs
+ * in func_info doesn't match number of subprogs"), even in dead code, so Python loads the object with
+ * it first and again without it when refused; before 6.18 it loads but leaves scan_has_lists at 0 (no
+ * namespace lists), and Python drops it.
  */
 SEC("iter/task")
 int scan_lists(struct bpf_iter__task *ctx)
 {
-	struct task_struct *t = ctx->task;
+	walk_all(ctx, 1);
+	return 0;
+}
 
-	if (t && ctx->meta->seq_num == 0) {
-		scan_walked = 0;
-		walk_all(t);
-	}
+/* The same walk writing only its digest: a rescan that finds the digest of the last scan_lists knows
+ * the set of namespaces unchanged without a record (what an idle host's rescans find). */
+SEC("iter/task")
+int scan_digest(struct bpf_iter__task *ctx)
+{
+	walk_all(ctx, 0);
 	return 0;
 }
 
@@ -692,7 +716,11 @@ int scan_tasks(struct bpf_iter__task *ctx)
 		 * space counts distinct nsproxies to explain refcounts. Only an identity, never an address. */
 		__u64 p = (__u64)BPF_CORE_READ(t, nsproxy);
 
-		rec.nsproxy_id = p ? (__u32)((p >> 6) ^ (p >> 38)) | 1 : 0;
+		/* nsproxy objects are 8-byte aligned and 72 bytes apart: bits 3..34 tell live ones apart
+		 * (the bits above, folded in, only matter when two are 32 GiB apart); never 0 for one */
+		__u32 h = (__u32)(p >> 3) ^ (__u32)(p >> 35);
+
+		rec.nsproxy_id = p ? (h ? h : 1) : 0;
 	}
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;

@@ -73,13 +73,17 @@ class Scanner:
             self._tasks = obj.program("scan_tasks").attach_iter()
             self._files = obj.program("scan_files").attach_iter()
             # the walk runs once, on the iterator's first task: visit only one (this process's leader)
-            self._lists = obj.program("scan_lists").attach_iter(tid=os.getpid()) if self.has_lists else None
-            if self._lists is not None:
+            self._lists = self._digest = None
+            if self.has_lists:
+                self._lists = obj.program("scan_lists").attach_iter(tid=os.getpid())
+                self._digest = obj.program("scan_digest").attach_iter(tid=os.getpid())
                 _read(self._lists)
                 self._rb.read_all()
                 if not obj.read_global("scan_has_lists"):  # a kernel before 6.18
                     self._lists.destroy()
-                    self._lists, self.has_lists = None, False
+                    self._digest.destroy()
+                    self._lists = self._digest = None
+                    self.has_lists = False
         except BaseException:
             obj.close()
             raise
@@ -89,6 +93,8 @@ class Scanner:
         # kind -> (raw bytes, decoded) of the last scan: an unchanged answer is not decoded again, and
         # the same list object comes back (callers use that identity to skip their own work)
         self._memo: dict[str, tuple[bytes, list[Any]]] = {}
+        self._walk_sum = b""  # digest and count of the last complete list walk (see quick)
+        self.quick_scans = 0  # scans answered by the digest alone
 
     def _decode(self, kind: str, data: bytes, decode: Callable[[bytes], list[Any]]) -> list[Any]:
         last = self._memo.get(kind)
@@ -101,7 +107,7 @@ class Scanner:
     def _load(self, scan_ringbuf_bytes: int) -> BPFObject:
         obj = BPFObject.open(bpf_object("nstrack"))
         try:
-            obj.only("scan_tasks", "scan_files", *(["scan_lists"] if self.has_lists else []))
+            obj.only("scan_tasks", "scan_files", *(["scan_lists", "scan_digest"] if self.has_lists else []))
             obj.map("scan_rb").max_entries = scan_ringbuf_bytes
             # the event side's maps are unused here: the smallest the kernel allows
             obj.map("events").max_entries = 4096
@@ -122,19 +128,28 @@ class Scanner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def scan(self, holders: bool = False, tasks: bool = True) -> Scan:
+    def scan(self, holders: bool = False, tasks: bool = True, quick: bool = False) -> Scan:
         """Namespaces and member tasks; with ``holders``, also nsfs fds, sockets and bind mounts.
 
         ``tasks=False`` skips the task records where the kernel's lists alone enumerate namespaces
         (a rescan needs nothing else); without lists they are always read, since they find namespaces.
+        ``quick``: where the walk's digest equals the last complete walk's, the same set of namespaces
+        is there and the last list comes back without a record read (its refcounts are then those of
+        that walk: rescans need only the set; holder scans never ask for quick).
         """
         t0, start = time.perf_counter(), boot_ns()
         self._rb.read_all()  # anything left over from an interrupted scan
         walk = b""
-        if self._lists is not None:
-            _read(self._lists)  # writes no output: the walk goes to scan_rb
-            walk = b"".join(self._rb.read_all())
         walked = self._lists is not None  # kept only where the kernel has the lists (see __init__)
+        same = False
+        if walked and quick and self._walk_sum and "lists" in self._memo:
+            assert self._digest is not None
+            same = _read(self._digest) == self._walk_sum
+            self.quick_scans += same
+        if walked and not same:
+            assert self._lists is not None
+            walk_sum = _read(self._lists)  # the records go to scan_rb; the digest to the output
+            walk = b"".join(self._rb.read_all())
         want_tasks = tasks or holders or not walked
         tasks_: list[TaskRecord] = self._decode("tasks", _read(self._tasks), decode_tasks) if want_tasks else []
         lost = self._obj.read_global("lost_scan")
@@ -148,9 +163,14 @@ class Scanner:
             mounts, unread = nsfs_mounts(_mnt_readers(tasks_))
             if unread:
                 reasons.append(f"{len(unread)} mount namespaces without a member task: their bind mounts unread")
-        if walked:
+        if same:
+            namespaces, method, complete = self._memo["lists"][1], "ns-lists", True
+        elif walked:
             namespaces = self._decode("lists", walk, decode_ns_records)
             method, complete = "ns-lists", lost_now == 0
+            # a digest to compare later walks with, unless this walk missed records or was cut short
+            whole = complete and len(walk_sum) == 16 and not walk_sum[15] & 0x80
+            self._walk_sum = walk_sum if whole else b""
             if lost_now:
                 reasons.append(f"scan ring buffer full: {lost_now} namespaces not reported")
         else:

@@ -265,11 +265,11 @@ class Tracker:
 
     # ------------------------------------------------------------------ scans
 
-    def scan(self, holders: bool = False, tasks: bool = True) -> Scan:
+    def scan(self, holders: bool = False, tasks: bool = True, quick: bool = False) -> Scan:
         """One scan of every namespace this mode can enumerate (does not touch the replica)."""
         if self.scanner is None:
             return procfs_scan()
-        s = self.scanner.scan(holders=holders, tasks=tasks)
+        s = self.scanner.scan(holders=holders, tasks=tasks, quick=quick)
         self.stats.lost_scan = self.scanner.lost_total
         return s
 
@@ -286,7 +286,8 @@ class Tracker:
         has_lists = self.scanner is not None and self.scanner.has_lists
         judge = set(TYPE_NAMES) if heal else set(self.plan.rescan_types)
         holders = bool(judge) and not has_lists and self.scanner is not None
-        s = self.scan(holders=holders, tasks=False)  # with lists, a rescan needs no task records
+        # with lists a rescan needs no task records, and an unchanged digest no namespace records
+        s = self.scan(holders=holders, tasks=False, quick=True)
         self.stats.rescans += 0 if startup else 1
         self.stats.last_scan = s
         self.stats.last_scan_wall = time.time()

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from .nstypes import TYPE_NAMES, format_name
 from .records import SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
@@ -82,7 +83,6 @@ class Entry:
 # open, and for net every socket one. pid (struct pid, children) and user (every cred) are not modelled.
 REF_SLOTS: dict[str, tuple[int, ...]] = {"net": (0,), "mnt": (1,), "uts": (2,), "ipc": (3,), "cgroup": (6,),
                                          "time": (7, 9)}
-_REF_SLOT_SET = frozenset(s for slots in REF_SLOTS.values() for s in slots)
 
 
 def visible_user_namespaces(root: int, user_parent: dict[int, int]) -> set[int]:
@@ -113,32 +113,36 @@ def aggregate(
     """Holders of every namespace; ``explain=False`` skips the keeps_alive sentences (for `ls`)."""
     comm = {t.tgid: t.comm for t in tasks}
     task_holders: dict[tuple[str, int], list[TaskHolder]] = defaultdict(list)
-    # (inum << 32 | tgid): threads repeat their leader (live inode numbers are unique across types)
-    seen: set[int] = set()
-    # per (type, inum): nsproxy << 4 | slot of every nsproxy slot pointing at it
-    nsproxy_refs: dict[tuple[str, int], set[int]] = defaultdict(set)
-    nsproxies_known = any(t.nsproxy for t in tasks)  # BPF scans identify them; /proc cannot
-    slot_roles = [(type_, _ROLE.get(fname, "member"), slot in _REF_SLOT_SET) for slot, (type_, fname) in
-                  enumerate(SLOTS)]
+    proxies: set[int] = set()  # every nsproxy counted once: the same nsproxy holds the same namespaces
+    by_proxy: list[tuple[int, ...]] = []  # the namespaces of each of them
+    first: dict[int, tuple[int, ...]] = {}  # tgid -> namespaces of its first task seen
+    mixed: dict[int, set[int]] = {}  # tgid -> inums attributed, for processes whose threads differ
     for t in tasks:
-        exited = t.inums[0] == 0  # no nsproxy left: exited, only its struct pid (pid ns) remains
-        tgid, proxy = t.tgid, t.nsproxy << 4
-        holder: TaskHolder | None = None
-        for slot, ((type_, role, counted), inum) in enumerate(zip(slot_roles, t.inums)):
-            if not inum:
+        inums, tgid, proxy = t.inums, t.tgid, t.nsproxy
+        if proxy and proxy not in proxies:
+            proxies.add(proxy)
+            by_proxy.append(inums)
+        prev = first.get(tgid)
+        if prev is None:
+            first[tgid] = inums
+            if inums[0]:  # the common case, written out: one holder in slots 0-7 (all of other types)
+                holder = TaskHolder(tgid, t.comm, "member", t.uid)
+                for type_, inum in zip(_MEMBER_TYPES, inums):
+                    if inum:
+                        task_holders[(type_, inum)].append(holder)
+                # *_for_children: listed apart where they differ from the task's own
+                if inums[8] and inums[8] != inums[4]:
+                    task_holders[("pid", inums[8])].append(TaskHolder(tgid, t.comm, "pid_for_children", t.uid))
+                if inums[9] and inums[9] != inums[7]:
+                    task_holders[("time", inums[9])].append(TaskHolder(tgid, t.comm, "time_for_children", t.uid))
                 continue
-            if counted and proxy:
-                nsproxy_refs[(type_, inum)].add(proxy | slot)
-            key = inum << 32 | tgid
-            if key in seen:
-                continue  # e.g. pid_for_children equal to the task's own pid namespace
-            seen.add(key)
-            if exited or role == "member":  # one holder object shared by the task's namespaces
-                if holder is None:
-                    holder = TaskHolder(tgid, t.comm, "zombie" if exited else "member", t.uid)
-                task_holders[(type_, inum)].append(holder)
-            else:
-                task_holders[(type_, inum)].append(TaskHolder(tgid, t.comm, role, t.uid))
+            _place(t, task_holders, set())
+        elif prev != inums:  # a thread in other namespaces than the first one seen: those not listed yet
+            done = mixed.get(tgid)
+            if done is None:
+                done = mixed[tgid] = {i for i in prev if i}
+            _place(t, task_holders, done)
+        # else: a thread in its leader's namespaces: the process is listed already
     fd_holders: dict[tuple[str, int], list[FdHolder]] = defaultdict(list)
     sockets: dict[tuple[str, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for f in files:
@@ -171,49 +175,78 @@ def aggregate(
         user_parent = {inum: owner for (t, inum), (owner, _) in info.items() if t == "user" and owner}
         visible = visible_user_namespaces(userns, user_parent)
 
+    # per type with a refcount model: how many nsproxy slots point at each inum (BPF scans identify
+    # nsproxies; /proc cannot, and then nothing is claimed)
+    slot_refs = {type_: [Counter(map(itemgetter(slot), by_proxy)) for slot in slots]
+                 for type_, slots in REF_SLOTS.items()} if by_proxy else {}
+
     order = {t: i for i, t in enumerate(TYPE_NAMES)}
+    find_alive = replica.find_alive if replica is not None else None
     entries: list[Entry] = []
     for r in sorted(namespaces, key=lambda r: (order.get(r.type, 99), r.inum)):
-        key = (r.type, r.inum)
+        type_, inum = r.type, r.inum
+        key = (type_, inum)
         owner, parent = info[key]
-        if types and r.type not in types:
+        if types and type_ not in types:
             continue
-        if visible is not None and (r.inum if r.type == "user" else owner) not in visible:
+        if visible is not None and (inum if type_ == "user" else owner) not in visible:
+            continue
+        th = task_holders.get(key, _NONE)
+        orphaned = True
+        for t in th:
+            if t.role != "zombie":
+                orphaned = False
+                break
+        if orphaned_only and not orphaned:
             continue
         sock = sockets.get(key)
         kids = children.get(key)
-        h = Holders(
-            tasks=task_holders.get(key, _NONE),
-            fds=fd_holders.get(key, _NONE),
-            mounts=mount_holders.get(key, _NONE),
-            sockets=[SocketHolder(p, comm.get(p, ""), n) for p, n in sorted(sock.items())] if sock else _NONE,
-            children=sorted(kids) if kids else _NONE,
-        )
-        orphaned = not any(t.role != "zombie" for t in h.tasks)
-        if orphaned_only and not orphaned:
-            continue
-        known = replica.find_alive(r.type, r.inum, r.ns_id) if replica is not None else None
+        h = Holders(th, fd_holders.get(key, _NONE), mount_holders.get(key, _NONE),
+                    [SocketHolder(p, comm.get(p, ""), n) for p, n in sorted(sock.items())] if sock else _NONE,
+                    sorted(kids) if kids else _NONE)
+        known = find_alive(type_, inum, r.ns_id) if find_alive is not None else None
         unexplained = None
-        if r.refcount is not None and r.type in REF_SLOTS and nsproxies_known:
-            explained = len(nsproxy_refs.get(key, ())) + (1 if h.fds or h.mounts else 0)
-            explained += sum(s.count for s in h.sockets)
-            unexplained = r.refcount - explained  # < 0 only when tasks changed between the two reads
-        entries.append(Entry(
-            type=r.type,
-            inum=r.inum,
-            ns_id=r.ns_id if r.ns_id is not None else (known.ns_id if known else None),
-            owner_inum=owner,
-            parent_inum=parent,
-            refcount=r.refcount,
-            holders=h,
-            orphaned=orphaned,
-            keeps_alive=keeps_alive(h, r.refcount, unexplained) if orphaned and explain else None,
-            created_ns=known.created_ns if known else None,
-            first_seen_ns=known.first_seen_ns if known else None,
-            creator=known.creator if known else None,
-            refs_unexplained=unexplained,
-        ))
+        refcount = r.refcount
+        if refcount is not None and type_ in slot_refs:
+            explained = sum(c[inum] for c in slot_refs[type_]) + (1 if h.fds or h.mounts else 0)
+            if sock:
+                explained += sum(sock.values())
+            unexplained = refcount - explained  # < 0 only when tasks changed between the two reads
+        if known is None:
+            entries.append(Entry(type_, inum, r.ns_id, owner, parent, refcount, h, orphaned,
+                                 keeps_alive(h, refcount, unexplained) if orphaned and explain else None,
+                                 None, None, None, unexplained))
+        else:
+            entries.append(Entry(type_, inum, r.ns_id if r.ns_id is not None else known.ns_id, owner, parent,
+                                 refcount, h, orphaned,
+                                 keeps_alive(h, refcount, unexplained) if orphaned and explain else None,
+                                 known.created_ns, known.first_seen_ns, known.creator, unexplained))
     return entries
+
+
+
+_MEMBER_TYPES = tuple(type_ for type_, fname in SLOTS[:8])
+assert all(fname == type_ for type_, fname in SLOTS[:8]) and SLOTS[8] == ("pid", "pid_for_children") \
+    and SLOTS[9] == ("time", "time_for_children")
+
+
+def _place(t: TaskRecord, task_holders: dict[tuple[str, int], list[TaskHolder]], done: set[int]) -> None:
+    """List task ``t`` under each of its namespaces once, except those in ``done`` (which it extends).
+
+    An exited task (no nsproxy: only its struct pid's namespace is left) is a zombie everywhere."""
+    exited = t.inums[0] == 0
+    holder: TaskHolder | None = None
+    for (type_, fname), inum in zip(SLOTS, t.inums):
+        if not inum or inum in done:
+            continue
+        done.add(inum)
+        role = _ROLE.get(fname, "member")
+        if exited or role == "member":  # one holder object shared by the task's namespaces
+            if holder is None:
+                holder = TaskHolder(t.tgid, t.comm, "zombie" if exited else "member", t.uid)
+            task_holders[(type_, inum)].append(holder)
+        else:
+            task_holders[(type_, inum)].append(TaskHolder(t.tgid, t.comm, role, t.uid))
 
 
 def keeps_alive(h: Holders, refcount: int | None, unexplained: int | None = None) -> str:

@@ -53,7 +53,6 @@ class Namespace:
     learned_by: str = "scan"  # event source that reported the creation, or "scan"
     destroyed_ns: int | None = None
     destroyed_by: str | None = None  # "event" or "rescan"
-    refcount: int | None = None
     owner_ns_id: int | None = None
 
     @property
@@ -283,9 +282,6 @@ class Replica:
                     self.counters.missed_creations += 1
                     self.counters.created[cur.type] += 1
                 changes.append(Change("created", cur, "startup" if startup else "rescan"))
-            if cur.refcount != r.refcount:
-                cur.refcount = r.refcount
-                self.version += 1
             if r.ns_id is not None and cur.ns_id is None:  # learnt its ns_id: index it under it
                 del self.alive[cur.key]
                 cur.ns_id = r.ns_id

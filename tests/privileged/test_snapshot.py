@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 
 from nstrack.model.nstypes import TYPE_NAMES
 
-from .scenario import Made, bind_mount, make_namespace, nsfs_fd
+from .scenario import Made, bind_mount, make_namespace, nsfs_fd, stop_child
 
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
@@ -201,6 +202,15 @@ def test_refcounts_are_explained_by_the_holders() -> None:
         socks = [stack.enter_context(socket_in(fd)) for _ in range(3)]
         assert len(socks) == 3
         made[f"net:[{n.inum}]"] = "process+fd+3 sockets"
+        # one net namespace in 24 nsproxies (each process has its own uts namespace): 24 references, told
+        # apart by the nsproxies' identities (neighbours in memory once shared one)
+        shared = stack.enter_context(make_namespace("unshare", "net"))
+        for _ in range(24):
+            p = subprocess.Popen(["nsenter", f"--net={shared.path}", "unshare", "--uts", "sleep", "3600"],
+                                 stdin=subprocess.DEVNULL)
+            stack.callback(stop_child, p)
+            _wait_exec(p, "sleep")
+        made[f"net:[{shared.inum}]"] = "25 processes in 25 nsproxies"
         out = nstrack("snapshot")
         assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
@@ -215,3 +225,46 @@ def test_refcounts_are_explained_by_the_holders() -> None:
     if lists:  # and the accounting is not trivially zero: the fd-held ones count the nsfs inode's reference
         assert all(entries[k]["refcount"] >= 2 for k, how in made.items() if "fd" in how)
         assert entries[f"net:[{n.inum}]"]["refcount"] == 1 + 1 + 3
+        assert entries[f"net:[{shared.inum}]"]["refcount"] == 25
+
+
+def _wait_exec(p: subprocess.Popen[bytes], name: str, timeout: float = 10.0) -> None:
+    """Until the child (which this test started) runs ``name``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{p.pid}/exe").endswith("/" + name):
+                return
+        except OSError:
+            pass
+        assert p.poll() is None, f"{name} exited {p.returncode}"
+        time.sleep(0.01)
+    raise AssertionError(f"pid {p.pid} never ran {name}")
+
+
+def test_quick_rescans_answer_from_the_walk_digest() -> None:
+    """Where the kernel has the lists, a quick scan whose walk digest is unchanged hands back the last list
+    (no records read); a namespace made or freed changes the digest and is seen at once."""
+    from nstrack.kernel.scanner import Scanner
+
+    def names(sc: Any) -> set[str]:
+        return {f"{r.type}:[{r.inum}]" for r in sc.namespaces}
+
+    with Scanner() as s:
+        first = s.scan(tasks=False)
+        again = s.scan(tasks=False, quick=True)
+        if not s.has_lists:  # no walk to digest: quick changes nothing
+            assert s.quick_scans == 0 and first.method == "tasks"
+            return
+        assert again.complete and s.quick_scans == 1 and again.namespaces is first.namespaces
+        with make_namespace("unshare", "uts") as m:
+            made = s.scan(tasks=False, quick=True)
+            assert made.namespaces is not first.namespaces and f"uts:[{m.inum}]" in names(made)
+            assert s.quick_scans == 1
+        deadline = time.monotonic() + 10
+        while f"uts:[{m.inum}]" in names(gone := s.scan(tasks=False, quick=True)):
+            assert time.monotonic() < deadline, "the freed namespace is still in the walk"
+            time.sleep(0.05)
+        assert gone.complete and names(gone) <= names(made)
+        # the full walk agrees with the quick answer
+        assert names(s.scan(tasks=False)) == names(s.scan(tasks=False, quick=True))

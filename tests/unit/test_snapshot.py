@@ -243,7 +243,33 @@ def test_entry_json_equals_entry_dict() -> None:
     files = [FileRecord(2, 7, "nsfs", "net", FD_NET), FileRecord(2, 8, "socket", "net", SOCK_NET)]
     tasks = [task(1), task(2, comm='hold"er\\'), task(3, net=FD_NET)]
     entries = aggregate(NAMESPACES, tasks, files, [MountRecord(1, "/run/netns/b\\x", "net", BOUND_NET)])
+    from dataclasses import replace
+
+    from nstrack.model.replica import Creator
+
+    creator = Creator(41, 42, 'ünshare "x"\\', 7)  # non-ASCII, quote, backslash: escaped as json.dumps does
+    entries += [replace(e, created_ns=123_456_789_012 + i, first_seen_ns=5_000_000_000, creator=creator,
+                        ns_id=None, refcount=None, keeps_alive='held by "\u2603"\n' if i % 2 else e.keeps_alive)
+                for i, e in enumerate(entries)]
     memo: dict[int, str] = {}
     for e in entries:
         assert json.loads(entry_json(e, 1_700_000_000.5, 12.0, memo)) == entry_dict(e, 1_700_000_000.5, 12.0)
     assert memo  # task holders were shared and encoded once
+
+
+def test_iso_times_as_pydantic_writes_them() -> None:
+    """snapshot._iso (fast, for /namespaces) against datetime, whose rounding pydantic's output has."""
+    import random
+    from datetime import datetime, timezone
+
+    from pydantic import TypeAdapter
+
+    from nstrack.model.snapshot import _iso
+
+    rng = random.Random(3)
+    stamps = [1_700_000_000.0, 1_700_000_000.5, 1_700_000_000.9999996, 1_700_000_000.0000005, 0.25]
+    stamps += [rng.uniform(1.5e9, 2.5e9) for _ in range(2000)]
+    stamps += [rng.randint(1_600_000_000, 1_900_000_000) + rng.randint(0, 999_999) / 1e6 for _ in range(2000)]
+    dump = TypeAdapter(datetime).dump_python
+    for ts in stamps:
+        assert _iso(ts) == dump(datetime.fromtimestamp(ts, timezone.utc), mode="json"), ts
