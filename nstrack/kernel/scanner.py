@@ -59,7 +59,9 @@ def _read(link: BPFLink) -> bytes:
 class Scanner:
     """Loads the scan iterators once; ``scan()`` may be called any number of times."""
 
-    def __init__(self, scan_ringbuf_bytes: int = 1 << 23) -> None:
+    def __init__(self, scan_ringbuf_bytes: int = 1 << 23, quick: bool = False) -> None:
+        """``quick``: also load the digest-only walk, for ``scan(quick=True)`` (the tracker's rescans)."""
+        self._quick = quick
         # The list walk is tried first: it loads wherever bpf_loop exists and finds out in the kernel
         # whether the 6.18+ lists are there (scan_has_lists); 5.10 refuses the object with it.
         self.has_lists = True
@@ -76,12 +78,14 @@ class Scanner:
             self._lists = self._digest = None
             if self.has_lists:
                 self._lists = obj.program("scan_lists").attach_iter(tid=os.getpid())
-                self._digest = obj.program("scan_digest").attach_iter(tid=os.getpid())
+                if quick:
+                    self._digest = obj.program("scan_digest").attach_iter(tid=os.getpid())
                 _read(self._lists)
                 self._rb.read_all()
                 if not obj.read_global("scan_has_lists"):  # a kernel before 6.18
                     self._lists.destroy()
-                    self._digest.destroy()
+                    if self._digest is not None:
+                        self._digest.destroy()
                     self._lists = self._digest = None
                     self.has_lists = False
         except BaseException:
@@ -107,7 +111,8 @@ class Scanner:
     def _load(self, scan_ringbuf_bytes: int) -> BPFObject:
         obj = BPFObject.open(bpf_object("nstrack"))
         try:
-            obj.only("scan_tasks", "scan_files", *(["scan_lists", "scan_digest"] if self.has_lists else []))
+            lists = ["scan_lists", *(["scan_digest"] if self._quick else [])] if self.has_lists else []
+            obj.only("scan_tasks", "scan_files", *lists)
             obj.map("scan_rb").max_entries = scan_ringbuf_bytes
             # the event side's maps are unused here: the smallest the kernel allows
             obj.map("events").max_entries = 4096
@@ -142,8 +147,7 @@ class Scanner:
         walk = b""
         walked = self._lists is not None  # kept only where the kernel has the lists (see __init__)
         same = False
-        if walked and quick and self._walk_sum and "lists" in self._memo:
-            assert self._digest is not None
+        if walked and quick and self._digest is not None and self._walk_sum and "lists" in self._memo:
             same = _read(self._digest) == self._walk_sum
             self.quick_scans += same
         if walked and not same:

@@ -161,7 +161,7 @@ class Tracker:
         """Load, attach, scan; returns the start-up changes (the initial replica)."""
         if self.mode != "procfs":
             self._load()
-            self.scanner = Scanner()
+            self.scanner = Scanner(quick=True)  # rescans read only the walk's digest while unchanged
         changes = self.drain()
         changes += self.rescan(startup=True)
         changes += self.drain()

@@ -250,7 +250,7 @@ def test_quick_rescans_answer_from_the_walk_digest() -> None:
     def names(sc: Any) -> set[str]:
         return {f"{r.type}:[{r.inum}]" for r in sc.namespaces}
 
-    with Scanner() as s:
+    with Scanner(quick=True) as s:
         first = s.scan(tasks=False)
         again = s.scan(tasks=False, quick=True)
         if not s.has_lists:  # no walk to digest: quick changes nothing
