@@ -273,3 +273,19 @@ def test_iso_times_as_pydantic_writes_them() -> None:
     dump = TypeAdapter(datetime).dump_python
     for ts in stamps:
         assert _iso(ts) == dump(datetime.fromtimestamp(ts, timezone.utc), mode="json"), ts
+
+
+def test_ls_json_text_is_what_json_writes() -> None:
+    """`ls --json` (and serve's /ls) write rows with a template: the same document as json.dumps."""
+    from nstrack.views.table import COLUMNS, json_text
+
+    rs = [{"NS": 4026531840, "TYPE": "net", "NPROCS": 0, "PID": None, "USER": 'r"o\\ot', "COMMAND": "ünshare\n",
+           "HOLDERS": "kernel", "ORPHANED": True, "NSID": None, "NAME": "net:[4026531840]", "OWNER": None,
+           "CREATOR": "a,b}, {c"},
+          {"NS": 1, "TYPE": "uts", "NPROCS": 3, "PID": 7, "USER": "root", "COMMAND": "sleep", "HOLDERS": "tasks:3",
+           "ORPHANED": False, "NSID": 12, "NAME": "uts:[1]", "OWNER": "user:[2]", "CREATOR": None}]
+    for columns in (list(COLUMNS), ["NS"], ["COMMAND", "ORPHANED"]):
+        text = json_text(rs, columns)
+        assert json.loads(text) == {"namespaces": [{c.lower(): r[c] for c in columns} for r in rs]}
+        assert text.count("\n") == len(rs) + 1  # one object per line, like lsns
+    assert json.loads(json_text([], ["NS"])) == {"namespaces": []}
