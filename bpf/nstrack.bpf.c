@@ -536,13 +536,15 @@ struct walk_ctx {
 	__u32 emit;   /* 0: only the digest (scan_digest) */
 	__u64 digest; /* over (type, inum, ns_id) in list order */
 	__u64 count;
+	__u64 lost;   /* records scan_rb had no room for */
 };
 
 /* What scan_lists and scan_digest write to their iterator's output: a walk's digest (equal digests,
  * equal set of namespaces: type, inode number and ns_id in the kernel's list order). */
 struct walk_sum {
 	__u64 digest;
-	__u64 count;
+	__u64 count; /* bit 63: the walk was cut short (walk_max) */
+	__u64 lost;  /* records scan_rb had no room for (this walk's share of lost_scan) */
 };
 
 static __always_inline int has_ns_lists(void)
@@ -577,6 +579,7 @@ static __always_inline void walk_visit(struct walk_ctx *w, struct ns_common *ns)
 	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
 	if (!r) {
 		__sync_fetch_and_add(&lost_scan, 1);
+		w->lost++;
 		return;
 	}
 	r->ns_id = id;
@@ -628,6 +631,7 @@ static __always_inline void walk_type(struct ns_common *start, __u32 type, __u32
 	}
 	sum->digest = (sum->digest ^ w.digest) * 0x100000001b3ULL;
 	sum->count += w.count;
+	sum->lost += w.lost;
 }
 
 #define NS_OF(ptr, T) ((ptr) ? (struct ns_common *)((void *)(ptr) + bpf_core_field_offset(T, ns)) : NULL)

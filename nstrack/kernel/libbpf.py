@@ -19,12 +19,23 @@ import ctypes
 import errno as errno_mod
 import mmap
 import os
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from .bpfsys import (  # noqa: F401  (re-exported: this module is the binding's front)
+    ERRNO_HINTS,
+    RINGBUF_BUSY,
+    RINGBUF_DISCARD,
+    BPFError,
+    RingBuffer,
+    _libc,
+    errno_name,
+    parse_ring_span,
+    read_iter,
+)
 
 __all__ = [
     "BPFError",
@@ -37,63 +48,6 @@ __all__ = [
 ]
 
 
-class BPFError(OSError):
-    """A libbpf or bpf(2) failure.
-
-    ``errno`` is the positive error number, ``op`` the operation that failed, ``messages`` what
-    libbpf printed while it ran, and ``verifier_log`` the verifier's log when a program was rejected.
-    """
-
-    def __init__(
-        self,
-        err: int,
-        op: str,
-        messages: list[str] | None = None,
-        verifier_log: str = "",
-    ) -> None:
-        self.op = op
-        self.messages = list(messages or [])
-        self.verifier_log = verifier_log
-        super().__init__(err, f"{op}: {errno_name(err)} ({os.strerror(err)})")
-
-    def __str__(self) -> str:
-        text = f"{self.op}: {errno_name(self.errno)} ({os.strerror(self.errno)})"
-        hint = ERRNO_HINTS.get(self.errno or 0)
-        if hint:
-            text += f"; {hint}"
-        if self.verifier_log:
-            tail = "\n".join(self.verifier_log.rstrip().splitlines()[-12:])
-            text += f"\nverifier log (last lines):\n{tail}"
-        elif self.messages:
-            useful = [m for m in self.messages if m.strip()][-4:]
-            if useful:
-                text += "\n" + "\n".join(useful)
-        return text
-
-
-def errno_name(err: int | None) -> str:
-    """``errno_name(1) == 'EPERM'``; unknown numbers come back as ``'errno 999'``."""
-    if err is None:
-        return "errno ?"
-    return errno_mod.errorcode.get(err, f"errno {err}")
-
-
-# What an errno usually means when the kernel returns it for a BPF operation.
-ERRNO_HINTS: dict[int, str] = {
-    errno_mod.EPERM: "refused by the kernel (missing CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN, lockdown, "
-    "or a security policy that forbids this program type)",
-    errno_mod.EACCES: "rejected by the verifier or by a security policy",
-    errno_mod.EINVAL: "the kernel does not understand this program, attach type or argument",
-    errno_mod.ENOENT: "not found on this kernel (function, tracepoint or BTF type missing)",
-    errno_mod.ESRCH: "attach target not found in the kernel's BTF",
-    errno_mod.ENOTSUP: "not supported by this kernel",
-    errno_mod.EOPNOTSUPP: "not supported by this kernel",
-    errno_mod.E2BIG: "program or map too large for this kernel",
-    errno_mod.ENOMEM: "out of memory (or RLIMIT_MEMLOCK too low on kernels before 5.11)",
-    errno_mod.EBUSY: "attach point busy",
-}
-
-
 # --------------------------------------------------------------------------------------------
 # Loading the library and capturing its messages
 
@@ -101,14 +55,8 @@ ERRNO_HINTS: dict[int, str] = {
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 _lib: ctypes.CDLL | None = None
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_PROT_READ, _PROT_WRITE, _MAP_SHARED = 1, 2, 1
 _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 _libc.vsnprintf.restype = ctypes.c_int
-_libc.syscall.restype = ctypes.c_long
 
 _capture = threading.local()
 _print_cb: Any = None
@@ -353,24 +301,7 @@ class BPFLink:
 
     def read_iter(self, chunk: int = 1 << 16) -> bytes:
         """Create an iterator instance from this (iterator) link and read it to the end."""
-        fd = lib().bpf_iter_create(self.fd)
-        if fd < 0:
-            raise BPFError(_err_from_ret(fd), f"{self.description}: bpf_iter_create")
-        parts: list[bytes] = []
-        try:
-            while True:
-                try:
-                    data = os.read(fd, chunk)
-                except InterruptedError:
-                    continue
-                if not data:
-                    break
-                parts.append(data)
-        except OSError as exc:
-            raise BPFError(exc.errno or errno_mod.EIO, f"{self.description}: reading iterator") from None
-        finally:
-            os.close(fd)
-        return b"".join(parts)
+        return read_iter(self.fd, self.description, chunk)
 
     def destroy(self) -> None:
         if self._ptr:
@@ -702,7 +633,8 @@ class BPFObject:
         self.loaded = True
 
     def ring_buffer(self, map_name: str, callback: Callable[[bytes], None] | None = None) -> RingBuffer:
-        rb = RingBuffer(self.map(map_name), callback)
+        m = self.map(map_name)
+        rb = RingBuffer(m.fd, m.max_entries, m.name, callback)
         self._ringbufs.append(rb)
         return rb
 
@@ -728,128 +660,6 @@ class BPFObject:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HDR = 1 << 31, 1 << 30, 8  # include/uapi/linux/bpf.h
-_UNIFORM: dict[int, struct.Struct] = {}
-
-
-def parse_ring_span(span: bytes, records: bool = True) -> tuple[int, list[bytes]]:
-    """Records at the start of a BPF ring buffer's waiting data: (bytes up to the first record not
-    yet committed, payloads of the committed records that were not discarded).
-
-    Each record is an 8-byte header (u32 length with the busy and discard bits, u32 page offset)
-    and its payload, padded to 8 bytes. When every record has the first one's length (one kind of
-    record per ring, the common case) they are checked and split in a few C-level passes.
-    """
-    if len(span) < RINGBUF_HDR:
-        return 0, []
-    first = int.from_bytes(span[:4], "little")
-    stride = (first + RINGBUF_HDR + 7) & ~7
-    if 0 < first < RINGBUF_DISCARD and len(span) % stride == 0:
-        count, head = len(span) // stride, span[:4]
-        if all(span[i::stride] == head[i : i + 1] * count for i in range(4)):
-            if not records:
-                return len(span), []
-            layout = _UNIFORM.get(first)
-            if layout is None:
-                layout = _UNIFORM[first] = struct.Struct(f"<II{first}s{stride - first - RINGBUF_HDR}x")
-            return len(span), [r[2] for r in layout.iter_unpack(span)]
-    end, out = 0, []
-    while end + RINGBUF_HDR <= len(span):
-        length = int.from_bytes(span[end : end + 4], "little")
-        if length & RINGBUF_BUSY:  # reserved, not yet committed
-            break
-        size = length & ~RINGBUF_DISCARD
-        after = end + ((size + RINGBUF_HDR + 7) & ~7)
-        if after > len(span):  # cannot happen with the kernel's ring; never read past the span
-            break
-        if records and not length & RINGBUF_DISCARD:
-            out.append(span[end + RINGBUF_HDR : end + RINGBUF_HDR + size])
-        end = after
-    return end, out
-
-
-class RingBuffer:
-    """A consumer of one BPF_MAP_TYPE_RINGBUF map; ``consume()`` hands each record's bytes to ``callback``.
-
-    Reads the kernel's memory-mapped ring directly, as libbpf's ``ring_buffer__consume`` does (and
-    cilium/ebpf's reader): the consumer-position page mapped read-write, the producer page and the data
-    pages (mapped twice by the kernel, so a record that wraps is contiguous) read-only. No ctypes
-    callback per record: with thousands of records a second, that trampoline was most of the cost.
-    x86-64 only, like the rest of nstrack: aligned 8-byte loads and stores are atomic and ordered there.
-    """
-
-    def __init__(self, bpf_map: BPFMap, callback: Callable[[bytes], None] | None = None) -> None:
-        self.map = bpf_map
-        self._callback = callback
-        self.fd = bpf_map.fd  # pollable: readable when records are waiting
-        size = bpf_map.max_entries
-        self._mask = size - 1
-        self._page = mmap.PAGESIZE
-        self._data_len = self._page + 2 * size
-        self._cons = self._mmap(self._page, _PROT_READ | _PROT_WRITE, 0)
-        try:
-            self._prod = self._mmap(self._data_len, _PROT_READ, self._page)
-        except BPFError:
-            _libc.munmap(ctypes.c_void_p(self._cons), ctypes.c_size_t(self._page))
-            raise
-        self._data = self._prod + self._page
-        self._open = True
-
-    def _mmap(self, length: int, prot: int, offset: int) -> int:
-        ctypes.set_errno(0)
-        addr = _libc.mmap(None, ctypes.c_size_t(length), prot, _MAP_SHARED, self.fd, ctypes.c_long(offset))
-        if addr in (None, ctypes.c_void_p(-1).value):
-            raise BPFError(ctypes.get_errno() or errno_mod.EINVAL, f"ring buffer on map {self.map.name}: mmap")
-        return int(addr)
-
-    def consume(self) -> int:
-        """Deliver every committed record already in the buffer without waiting; returns how many.
-
-        The records are taken off the ring before the first callback runs: an exception from the
-        callback loses the records after it."""
-        cb = self._callback
-        if cb is None:
-            raise BPFError(errno_mod.EINVAL, f"ring buffer {self.map.name}: no callback (use read_all)")
-        records = self.read_all()
-        for r in records:
-            cb(r)
-        return len(records)
-
-    def read_all(self) -> list[bytes]:
-        """Every committed record already in the buffer, in order, taken off the ring.
-
-        Copies the waiting span in one go and finds how far its records are committed, then copies
-        that part once more and takes the records from the second copy: a record's data is only read
-        after its header said it was committed (the first copy may have read data before the producer
-        finished writing it).
-        """
-        if not self._open:
-            raise BPFError(errno_mod.EBADF, "ring buffer closed")
-        cons_pos = ctypes.c_uint64.from_address(self._cons)
-        out: list[bytes] = []
-        while True:
-            cons = cons_pos.value
-            prod = ctypes.c_uint64.from_address(self._prod).value
-            if cons >= prod:
-                return out
-            start = self._data + (cons & self._mask)
-            waiting = prod - cons  # contiguous: the kernel maps the data pages twice
-            end, _ = parse_ring_span(ctypes.string_at(start, waiting), records=False)
-            if end == 0:
-                return out
-            _, records = parse_ring_span(ctypes.string_at(start, end))
-            out += records
-            cons_pos.value = cons + end
-            if end < waiting:
-                return out
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            _libc.munmap(ctypes.c_void_p(self._prod), ctypes.c_size_t(self._data_len))
-            _libc.munmap(ctypes.c_void_p(self._cons), ctypes.c_size_t(self._page))
 
 
 def link_exists(link_id: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from ..model.records import (
     FileRecord, MountRecord, NSRecord, TaskRecord, boot_ns, decode_files, decode_ns_records, decode_tasks,
 )
-from .libbpf import BPFError, BPFLink, BPFObject
+from .bpfsys import BPFError
 from .mounts import nsfs_mounts
 from .owners import openable_paths, resolve_links
 from .objects import bpf_object
@@ -46,59 +47,49 @@ class Scan:
         self.incomplete_reasons = incomplete_reasons if incomplete_reasons is not None else []
 
 
-def _read(link: BPFLink) -> bytes:
+def _retry(read: Callable[[], bytes]) -> bytes:
     for attempt in range(3):
         try:
-            return link.read_iter()
+            return read()
         except BPFError as exc:  # a task that exits mid-read can make the kernel answer EAGAIN
             if exc.errno != errno.EAGAIN or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-class Scanner:
-    """Loads the scan iterators once; ``scan()`` may be called any number of times."""
+def _walk_sum(raw: bytes) -> tuple[int, int, bool] | None:
+    """(digest, lost records, whole) from a list walk's iterator output; None: the kernel has no lists."""
+    if len(raw) != 24:
+        return None
+    digest, count, lost = struct.unpack("<QQQ", raw)
+    return digest, lost, not count >> 63
 
-    def __init__(self, scan_ringbuf_bytes: int = 1 << 23, quick: bool = False) -> None:
-        """``quick``: also load the digest-only walk, for ``scan(quick=True)`` (the tracker's rescans)."""
-        self._quick = quick
-        # The list walk is tried first: it loads wherever bpf_loop exists and finds out in the kernel
-        # whether the 6.18+ lists are there (scan_has_lists); 5.10 refuses the object with it.
-        self.has_lists = True
-        try:
-            obj = self._load(scan_ringbuf_bytes)
-        except BPFError:
-            self.has_lists = False
-            obj = self._load(scan_ringbuf_bytes)
-        try:
-            self._rb = obj.ring_buffer("scan_rb")  # read with read_all()
-            self._tasks = obj.program("scan_tasks").attach_iter()
-            self._files = obj.program("scan_files").attach_iter()
-            # the walk runs once, on the iterator's first task: visit only one (this process's leader)
-            self._lists = self._digest = None
-            if self.has_lists:
-                self._lists = obj.program("scan_lists").attach_iter(tid=os.getpid())
-                if quick:
-                    self._digest = obj.program("scan_digest").attach_iter(tid=os.getpid())
-                _read(self._lists)
-                self._rb.read_all()
-                if not obj.read_global("scan_has_lists"):  # a kernel before 6.18
-                    self._lists.destroy()
-                    if self._digest is not None:
-                        self._digest.destroy()
-                    self._lists = self._digest = None
-                    self.has_lists = False
-        except BaseException:
-            obj.close()
-            raise
-        self._obj = obj
-        self._lost_seen = 0
+
+class _Scans:
+    """``scan()`` over four readers of raw records, which subclasses provide: the list walk (records,
+    and its iterator output: digest, count, lost), the digest-only walk, tasks, and files."""
+
+    has_lists: bool
+
+    def __init__(self) -> None:
         self.lost_total = 0
         # kind -> (raw bytes, decoded) of the last scan: an unchanged answer is not decoded again, and
         # the same list object comes back (callers use that identity to skip their own work)
         self._memo: dict[str, tuple[bytes, list[Any]]] = {}
-        self._walk_sum = b""  # digest and count of the last complete list walk (see quick)
+        self._walk_sum = b""  # iterator output of the last complete list walk (see quick)
         self.quick_scans = 0  # scans answered by the digest alone
+
+    def _walk(self) -> tuple[bytes, bytes]:
+        raise NotImplementedError
+
+    def _digest_walk(self) -> bytes | None:
+        return None
+
+    def _tasks(self) -> bytes:
+        raise NotImplementedError
+
+    def _files(self) -> bytes:
+        raise NotImplementedError
 
     def _decode(self, kind: str, data: bytes, decode: Callable[[bytes], list[Any]]) -> list[Any]:
         last = self._memo.get(kind)
@@ -108,7 +99,108 @@ class Scanner:
         self._memo[kind] = (data, out)
         return out
 
-    def _load(self, scan_ringbuf_bytes: int) -> BPFObject:
+    def scan(self, holders: bool = False, tasks: bool = True, quick: bool = False) -> Scan:
+        """Namespaces and member tasks; with ``holders``, also nsfs fds, sockets and bind mounts.
+
+        ``tasks=False`` skips the task records where the kernel's lists alone enumerate namespaces
+        (a rescan needs nothing else); without lists they are always read, since they find namespaces.
+        ``quick``: where the walk's digest equals the last complete walk's, the same set of namespaces
+        is there and the last list comes back without a record read (its refcounts are then those of
+        that walk: rescans need only the set; holder scans never ask for quick).
+        """
+        t0, start = time.perf_counter(), boot_ns()
+        walked = self.has_lists
+        same = False
+        if walked and quick and self._walk_sum and "lists" in self._memo:
+            digest = self._digest_walk()
+            same = digest is not None and digest == self._walk_sum
+            self.quick_scans += same
+        lost_now, walk, summary = 0, b"", None
+        if walked and not same:
+            walk, raw_sum = self._walk()
+            summary = _walk_sum(raw_sum)
+            if summary is None:
+                raise BPFError(errno.EIO, f"namespace list walk wrote {len(raw_sum)} bytes, expected 24")
+            lost_now = summary[1]
+            self.lost_total += lost_now
+        want_tasks = tasks or holders or not walked
+        tasks_: list[TaskRecord] = self._decode("tasks", self._tasks(), decode_tasks) if want_tasks else []
+        reasons: list[str] = []
+        files: list[FileRecord] = []
+        mounts: list[MountRecord] = []
+        if holders:
+            files = self._decode("files", self._files(), decode_files)
+            mounts, unread = nsfs_mounts(_mnt_readers(tasks_))
+            if unread:
+                reasons.append(f"{len(unread)} mount namespaces without a member task: their bind mounts unread")
+        if same:
+            namespaces, method, complete = self._memo["lists"][1], "ns-lists", True
+        elif walked:
+            assert summary is not None
+            namespaces = self._decode("lists", walk, decode_ns_records)
+            complete = lost_now == 0 and summary[2]
+            method = "ns-lists"
+            # a digest to compare later walks with, unless this walk missed records or was cut short
+            self._walk_sum = raw_sum if complete else b""
+            if lost_now:
+                reasons.append(f"scan ring buffer full: {lost_now} namespaces not reported")
+            if not summary[2]:
+                reasons.append("namespace list walk cut short (more namespaces of one type than walk_max)")
+        else:
+            namespaces = derive_namespaces(tasks_, files, mounts)
+            if holders:  # owners and parents, and the namespaces kept alive only as such
+                namespaces = resolve_links(namespaces, openable_paths(tasks_, files, mounts))
+            method, complete = "tasks", False
+            reasons.append(
+                "kernel without namespace lists (before 6.18): namespaces are found through tasks"
+                + (", nsfs fds, sockets and bind mounts" if holders else "")
+                + "; those kept alive only by kernel references or other namespaces can be missed"
+            )
+        return Scan(start, time.perf_counter() - t0, namespaces, tasks_, complete, method, files, mounts,
+                    holders, reasons)
+
+
+class Scanner(_Scans):
+    """Loads the scan iterators (libbpf) once; ``scan()`` may be called any number of times."""
+
+    def __init__(self, scan_ringbuf_bytes: int = 1 << 23, quick: bool = False) -> None:
+        """``quick``: also load the digest-only walk, for ``scan(quick=True)`` (the tracker's rescans)."""
+        super().__init__()
+        self._quick = quick
+        # The list walk is tried first: it loads wherever bpf_loop exists and finds out in the kernel
+        # whether the 6.18+ lists are there (it writes its summary only then); 5.10 refuses the object.
+        self.has_lists = True
+        try:
+            obj = self._load(scan_ringbuf_bytes)
+        except BPFError:
+            self.has_lists = False
+            obj = self._load(scan_ringbuf_bytes)
+        try:
+            self._rb = obj.ring_buffer("scan_rb")  # read with read_all()
+            self._tasks_link = obj.program("scan_tasks").attach_iter()
+            self._files_link = obj.program("scan_files").attach_iter()
+            # the walk runs once, on the iterator's first task: visit only one (this process's leader)
+            self._lists = self._digest = None
+            if self.has_lists:
+                self._lists = obj.program("scan_lists").attach_iter(tid=os.getpid())
+                if quick:
+                    self._digest = obj.program("scan_digest").attach_iter(tid=os.getpid())
+                has = _walk_sum(_retry(self._lists.read_iter)) is not None
+                self._rb.read_all()
+                if not has:  # a kernel before 6.18
+                    self._lists.destroy()
+                    if self._digest is not None:
+                        self._digest.destroy()
+                    self._lists = self._digest = None
+                    self.has_lists = False
+        except BaseException:
+            obj.close()
+            raise
+        self._obj = obj
+
+    def _load(self, scan_ringbuf_bytes: int) -> Any:
+        from .libbpf import BPFObject
+
         obj = BPFObject.open(bpf_object("nstrack"))
         try:
             lists = ["scan_lists", *(["scan_digest"] if self._quick else [])] if self.has_lists else []
@@ -124,6 +216,51 @@ class Scanner:
             raise
         return obj
 
+    def _walk(self) -> tuple[bytes, bytes]:
+        assert self._lists is not None
+        self._rb.read_all()  # anything left over from an interrupted scan
+        raw_sum = _retry(self._lists.read_iter)  # the records go to scan_rb, the summary to the output
+        return b"".join(self._rb.read_all()), raw_sum
+
+    def _digest_walk(self) -> bytes | None:
+        return _retry(self._digest.read_iter) if self._digest is not None else None
+
+    def _tasks(self) -> bytes:
+        return _retry(self._tasks_link.read_iter)
+
+    def _files(self) -> bytes:
+        return _retry(self._files_link.read_iter)
+
+    def pin(self, path: str) -> bool:
+        """Pin the scan programs and ring buffer under ``path`` in bpffs, for ``PinnedScanner``.
+
+        Made under a temporary name and renamed into place (a concurrent pinner's copy wins, ours
+        goes); copies under other names (other builds of the object) are removed. False when this
+        host cannot pin (bpffs not mounted at /sys/fs/bpf, or not permitted): nothing is left behind.
+        """
+        from . import bpfsys
+
+        root = os.path.dirname(path)
+        tmp = f"{path}-tmp{os.getpid()}"  # bpffs refuses names with dots
+        try:
+            os.makedirs(root, mode=0o700, exist_ok=True)
+            os.mkdir(tmp, 0o700)
+        except OSError:
+            return False
+        try:
+            progs = {"tasks": "scan_tasks", "files": "scan_files", **({"lists": "scan_lists"} if self.has_lists else {})}
+            for pin, prog in progs.items():
+                bpfsys.obj_pin(self._obj.program(prog).fd, f"{tmp}/{pin}")
+            bpfsys.obj_pin(self._rb.fd, f"{tmp}/rb")
+            os.rename(tmp, path)
+        except OSError:
+            _unpin(tmp)
+            return os.path.isdir(path)
+        for name in os.listdir(root):
+            if name.startswith("scan-") and "-tmp" not in name and f"{root}/{name}" != path:
+                _unpin(f"{root}/{name}")
+        return True
+
     def close(self) -> None:
         self._obj.close()
 
@@ -133,62 +270,97 @@ class Scanner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def scan(self, holders: bool = False, tasks: bool = True, quick: bool = False) -> Scan:
-        """Namespaces and member tasks; with ``holders``, also nsfs fds, sockets and bind mounts.
 
-        ``tasks=False`` skips the task records where the kernel's lists alone enumerate namespaces
-        (a rescan needs nothing else); without lists they are always read, since they find namespaces.
-        ``quick``: where the walk's digest equals the last complete walk's, the same set of namespaces
-        is there and the last list comes back without a record read (its refcounts are then those of
-        that walk: rescans need only the set; holder scans never ask for quick).
-        """
-        t0, start = time.perf_counter(), boot_ns()
-        self._rb.read_all()  # anything left over from an interrupted scan
-        walk = b""
-        walked = self._lists is not None  # kept only where the kernel has the lists (see __init__)
-        same = False
-        if walked and quick and self._digest is not None and self._walk_sum and "lists" in self._memo:
-            same = _read(self._digest) == self._walk_sum
-            self.quick_scans += same
-        if walked and not same:
-            assert self._lists is not None
-            walk_sum = _read(self._lists)  # the records go to scan_rb; the digest to the output
-            walk = b"".join(self._rb.read_all())
-        want_tasks = tasks or holders or not walked
-        tasks_: list[TaskRecord] = self._decode("tasks", _read(self._tasks), decode_tasks) if want_tasks else []
-        lost = self._obj.read_global("lost_scan")
-        lost_now, self._lost_seen = lost - self._lost_seen, lost
-        self.lost_total += lost_now
-        reasons: list[str] = []
-        files: list[FileRecord] = []
-        mounts: list[MountRecord] = []
-        if holders:
-            files = self._decode("files", _read(self._files), decode_files)
-            mounts, unread = nsfs_mounts(_mnt_readers(tasks_))
-            if unread:
-                reasons.append(f"{len(unread)} mount namespaces without a member task: their bind mounts unread")
-        if same:
-            namespaces, method, complete = self._memo["lists"][1], "ns-lists", True
-        elif walked:
-            namespaces = self._decode("lists", walk, decode_ns_records)
-            method, complete = "ns-lists", lost_now == 0
-            # a digest to compare later walks with, unless this walk missed records or was cut short
-            whole = complete and len(walk_sum) == 16 and not walk_sum[15] & 0x80
-            self._walk_sum = walk_sum if whole else b""
-            if lost_now:
-                reasons.append(f"scan ring buffer full: {lost_now} namespaces not reported")
-        else:
-            namespaces = derive_namespaces(tasks_, files, mounts)
-            if holders:  # owners and parents, and the namespaces kept alive only as such
-                namespaces = resolve_links(namespaces, openable_paths(tasks_, files, mounts))
-            method, complete = "tasks", False
-            reasons.append(
-                "kernel without namespace lists (before 6.18): namespaces are found through tasks"
-                + (", nsfs fds, sockets and bind mounts" if holders else "")
-                + "; those kept alive only by kernel references or other namespaces can be missed"
-            )
-        return Scan(start, time.perf_counter() - t0, namespaces, tasks_, complete, method, files, mounts,
-                    holders, reasons)
+PIN_ROOT = "/sys/fs/bpf/nstrack"
+PINNED_RING_BYTES = 1 << 22  # 4 MiB of scan ring kept pinned: ~87k namespaces per walk (48 bytes each)
+
+
+def pin_path(root: str = PIN_ROOT) -> str:
+    """Where this build's scan programs are pinned: named by a checksum of the object file."""
+    import zlib
+
+    with open(bpf_object("nstrack"), "rb") as f:
+        return f"{root}/scan-{zlib.crc32(f.read()):08x}"
+
+
+def _unpin(path: str) -> None:
+    """Remove a pin directory (unlinking a pin releases the kernel object once nothing else holds it)."""
+    try:
+        for name in os.listdir(path):
+            os.unlink(f"{path}/{name}")
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+class PinnedScanner(_Scans):
+    """Scans with the programs an earlier `nstrack ls/snapshot/show` pinned (``Scanner.pin``): no object
+    load, no BTF parse, no verification, no libbpf. Holds an exclusive lock on the pin directory for
+    its lifetime: the pinned ring buffer has one reader at a time."""
+
+    def __init__(self, path: str) -> None:
+        import fcntl
+
+        from . import bpfsys
+
+        super().__init__()
+        self._fds: list[int] = []
+        self._dir = os.open(path, os.O_RDONLY | os.O_DIRECTORY)  # FileNotFoundError: nothing pinned
+        try:
+            fcntl.flock(self._dir, fcntl.LOCK_EX)
+            self._tasks_prog = self._get(f"{path}/tasks")
+            self._files_prog = self._get(f"{path}/files")
+            self.has_lists = os.path.exists(f"{path}/lists")
+            self._lists_prog = self._get(f"{path}/lists") if self.has_lists else -1
+            rb = self._get(f"{path}/rb")
+            self._rb = bpfsys.RingBuffer(rb, bpfsys.map_max_entries(rb), "scan_rb (pinned)")
+        except BaseException:
+            self.close()
+            raise
+
+    def _get(self, path: str) -> int:
+        from .bpfsys import obj_get
+
+        fd = obj_get(path)
+        self._fds.append(fd)
+        return fd
+
+    def _run(self, prog: int, what: str, tid: int | None = None) -> bytes:
+        from .bpfsys import iter_link, read_iter
+
+        link = iter_link(prog, tid)
+        try:
+            return _retry(lambda: read_iter(link, what))
+        finally:
+            os.close(link)
+
+    def _walk(self) -> tuple[bytes, bytes]:
+        self._rb.read_all()
+        raw_sum = self._run(self._lists_prog, "pinned scan_lists", os.getpid())
+        return b"".join(self._rb.read_all()), raw_sum
+
+    def _tasks(self) -> bytes:
+        return self._run(self._tasks_prog, "pinned scan_tasks")
+
+    def _files(self) -> bytes:
+        return self._run(self._files_prog, "pinned scan_files")
+
+    def close(self) -> None:
+        if getattr(self, "_rb", None) is not None:
+            self._rb.close()
+            self._rb = None  # type: ignore[assignment]
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+        if self._dir >= 0:
+            os.close(self._dir)  # and the lock with it
+            self._dir = -1
+
+    def __enter__(self) -> PinnedScanner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _mnt_readers(tasks: list[TaskRecord]) -> list[tuple[int, int]]:

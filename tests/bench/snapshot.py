@@ -2,7 +2,8 @@
 
 Each level: a few thousand processes, each in new uts+ipc namespaces (`unshare --uts --ipc sleep`),
 plus namespaces held only by nsfs fds of one process (which lsns 2.38 misses). Every tool runs cold
-as a new process, interleaved, median of ROUNDS; peak RSS from wait4. Also the scan inside a running
+as a new process, interleaved, median of ROUNDS; peak RSS from wait4. `nstrack` runs with its scan
+programs pinned by an untimed first run (its default); `nstrack-no-cache` pays for loading them. Also the scan inside a running
 process. Everything started here is stopped here, also on failure.
 """
 
@@ -89,6 +90,7 @@ def measure_level(procs: int, fd_held: int, tools: dict[str, list[str]]) -> dict
         times: dict[str, list[float]] = {k: [] for k in tools}
         rss: dict[str, list[int]] = {k: [] for k in tools}
         time.sleep(3)  # the serve has scanned this population
+        timed(tools["nstrack"])  # untimed: pins the scan programs if no earlier run did (nstrack-no-cache: without)
         names = list(tools)
         for r in range(ROUNDS):
             for name in names if r % 2 == 0 else reversed(names):
@@ -126,8 +128,13 @@ def measure_level(procs: int, fd_held: int, tools: dict[str, list[str]]) -> dict
 
 
 def main() -> dict[str, Any]:
+    # the installed command, as users run it (python -m adds runpy's ~4 ms)
+    script = os.path.join(os.path.dirname(sys.executable), "nstrack")
+    nstrack = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "nstrack"]
     tools: dict[str, list[str]] = {
-        "nstrack": [sys.executable, "-m", "nstrack", "ls", "--json", "-o", "NS,TYPE,NPROCS,PID,USER,COMMAND"],
+        "nstrack": [*nstrack, "ls", "--json", "-o", "NS,TYPE,NPROCS,PID,USER,COMMAND"],
+        # a run that finds nothing pinned: loads the object (BTF parse, verification), as the first run does
+        "nstrack-no-cache": [*nstrack, "ls", "--json", "--no-cache", "-o", "NS,TYPE,NPROCS,PID,USER,COMMAND"],
         "lsns-system": [*system_lsns(), "--json", "-o", "NS,TYPE,NPROCS,PID,USER,COMMAND"],
     }
     notes = []
@@ -139,6 +146,9 @@ def main() -> dict[str, Any]:
         notes.append(f"lsns from sid unavailable: {exc}")
     v = subprocess.run([*system_lsns(), "--version"], capture_output=True, text=True).stdout.strip()
     notes.append(f"lsns-system: {v}")
+    from nstrack.kernel.scanner import PIN_ROOT
+
+    pinned_before = os.path.exists(PIN_ROOT)
     levels = []
     for procs, fd_held in LEVELS:
         print(f"snapshot bench: {procs} processes + {fd_held} fd-held namespaces ...", flush=True)
@@ -148,5 +158,11 @@ def main() -> dict[str, Any]:
                          for k, t in lv["tools"].items())
         print(f"  {lv['namespaces']} namespaces, {lv['tasks']} tasks: {line}; "
               f"scan in process {lv['scan_in_process_median_s'] * 1000:.1f} ms", flush=True)
+    if not pinned_before:  # leave the host as found
+        from nstrack.kernel.scanner import _unpin
+
+        for name in os.listdir(PIN_ROOT):
+            _unpin(f"{PIN_ROOT}/{name}")
+        os.rmdir(PIN_ROOT)
     return {"rounds": ROUNDS, "notes": notes, "levels": levels,
             "targets": {"speedup_at_6k": 5, "speedup_at_20k": 20}}

@@ -268,3 +268,46 @@ def test_quick_rescans_answer_from_the_walk_digest() -> None:
         assert gone.complete and names(gone) <= names(made)
         # the full walk agrees with the quick answer
         assert names(s.scan(tasks=False)) == names(s.scan(tasks=False, quick=True))
+
+
+def test_pinned_scan_programs_serve_later_runs() -> None:
+    """The first `ls` loads the scan programs and pins them; later runs (other processes) scan with the pins
+    and say the same; --no-cache neither uses nor makes pins; runs at once take turns on the pinned ring."""
+    from nstrack.kernel.scanner import PIN_ROOT, PinnedScanner, Scanner, _unpin, pin_path
+
+    def listed(out: subprocess.CompletedProcess[str]) -> set[tuple[str, int]]:
+        assert out.returncode == 0, out.stderr
+        return {(n["type"], n["ns"]) for n in json.loads(out.stdout)["namespaces"]}
+
+    path = pin_path()
+    _unpin(path)
+    with ExitStack() as stack:
+        made = [stack.enter_context(make_namespace("unshare", t)) for t in ("net", "uts", "ipc")]
+        held = stack.enter_context(make_namespace("unshare", "net"))  # held only by a bind mount
+        stack.enter_context(bind_mount(held))
+        held.end_process()
+        nocache = listed(nstrack("ls", "--json", "--no-cache"))
+        assert not os.path.exists(path), "--no-cache pinned"
+        first = listed(nstrack("ls", "--json"))
+        pins = sorted(os.listdir(path))
+        with Scanner() as s:
+            lists = s.has_lists
+        assert pins == sorted(["files", "rb", "tasks", *(["lists"] if lists else [])]), pins
+        assert oct(os.stat(path).st_mode & 0o777) == "0o700"
+        with PinnedScanner(path) as p:  # the pins scan without loading anything
+            pinned = p.scan(holders=True)
+        expected = {(m.type, m.inum) for m in [*made, held]}
+        again = [subprocess.Popen([sys.executable, "-m", "nstrack", "ls", "--json"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outs = [subprocess.CompletedProcess(p.args, p.wait(timeout=120), p.stdout.read(), p.stderr.read())
+                for p in again]
+        for p in again:
+            p.stdout.close()
+            p.stderr.close()
+        for got in (nocache, first, {(r.type, r.inum) for r in pinned.namespaces}, *map(listed, outs)):
+            assert expected <= got
+        if lists:  # complete both ways: the same namespaces (the test made and holds all that changed)
+            assert first == listed(outs[0]) == nocache
+        shown = nstrack("show", f"net:[{held.inum}]")
+        assert shown.returncode == 0 and "bind mount" in shown.stdout, shown.stdout + shown.stderr
+    assert os.path.isdir(path) and os.path.dirname(path) == PIN_ROOT
