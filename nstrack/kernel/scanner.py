@@ -256,8 +256,10 @@ class Scanner(_Scans):
         except OSError:
             _unpin(tmp)
             return os.path.isdir(path)
-        for name in os.listdir(root):
-            if name.startswith("scan-") and "-tmp" not in name and f"{root}/{name}" != path:
+        for name in os.listdir(root):  # other builds' pins, and half-made ones of pinners that died
+            _, tmp_of, pid = name.partition("-tmp")
+            if name.startswith("scan-") and f"{root}/{name}" != path and (
+                    not tmp_of or not (pid.isdigit() and os.path.exists(f"/proc/{pid}"))):
                 _unpin(f"{root}/{name}")
         return True
 

@@ -281,6 +281,10 @@ def test_pinned_scan_programs_serve_later_runs() -> None:
 
     path = pin_path()
     _unpin(path)
+    os.makedirs(PIN_ROOT, mode=0o700, exist_ok=True)
+    stale = [f"{PIN_ROOT}/scan-0badc0de", f"{PIN_ROOT}/scan-0badc0de-tmp{2**22 + 7}"]  # another build; a dead pinner
+    for d in stale:
+        os.makedirs(d, exist_ok=True)
     with ExitStack() as stack:
         made = [stack.enter_context(make_namespace("unshare", t)) for t in ("net", "uts", "ipc")]
         held = stack.enter_context(make_namespace("unshare", "net"))  # held only by a bind mount
@@ -290,6 +294,7 @@ def test_pinned_scan_programs_serve_later_runs() -> None:
         assert not os.path.exists(path), "--no-cache pinned"
         first = listed(nstrack("ls", "--json"))
         pins = sorted(os.listdir(path))
+        assert not any(os.path.exists(d) for d in stale), os.listdir(PIN_ROOT)
         with Scanner() as s:
             lists = s.has_lists
         assert pins == sorted(["files", "rb", "tasks", *(["lists"] if lists else [])]), pins
