@@ -171,8 +171,7 @@ def make_server(service: Service, web: WebConfig | None = None) -> ThreadingHTTP
             body = cache.get(key)
             if body is None:
                 picked = [e for e in entries if (not types or e.type in types) and (not orphaned or e.orphaned)]
-                body = json_text(rows(picked, {t.pid: t.uid for e in picked for t in e.holders.tasks}, columns),
-                                 columns)
+                body = json_text(rows(picked, columns), columns)
                 if len(cache) >= 16 or any(k[0] != version for k in cache):
                     cache.clear()
                 cache[key] = body

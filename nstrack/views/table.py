@@ -55,7 +55,7 @@ def parse_columns(text: str) -> list[str]:
     return cols
 
 
-def row(e: Entry, uids: dict[int, int], columns: list[str] | None = None) -> dict[str, Any]:
+def row(e: Entry, columns: list[str] | None = None) -> dict[str, Any]:
     members = [t for t in e.holders.tasks if t.role == "member"] or [
         t for t in e.holders.tasks if t.role != "zombie"]
     first = min(members, key=lambda t: t.pid) if members else None
@@ -71,7 +71,7 @@ def row(e: Entry, uids: dict[int, int], columns: list[str] | None = None) -> dic
         "TYPE": e.type,
         "NPROCS": len({t.pid for t in members}),
         "PID": first.pid if first else None,
-        "USER": user_name(uids.get(first.pid, 0)) if first else None,
+        "USER": user_name(first.uid) if first else None,
         "COMMAND": first.comm if first else None,
         "HOLDERS": ",".join(parts) or "kernel",
         "ORPHANED": e.orphaned,
@@ -82,8 +82,8 @@ def row(e: Entry, uids: dict[int, int], columns: list[str] | None = None) -> dic
     }
 
 
-def rows(entries: list[Entry], uids: dict[int, int], columns: list[str] | None = None) -> list[dict[str, Any]]:
-    return [row(e, uids, columns) for e in entries]
+def rows(entries: list[Entry], columns: list[str] | None = None) -> list[dict[str, Any]]:
+    return [row(e, columns) for e in entries]
 
 
 def render(rs: list[dict[str, Any]], columns: list[str]) -> str:
@@ -145,7 +145,7 @@ def scan_rows(
     types: set[str] | None = None,
     orphaned_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """``rows(aggregate(...), uids, columns)`` for a one-shot scan (no replica), without building a
+    """``rows(aggregate(...), columns)`` for a one-shot scan (no replica), without building a
     holder object per (namespace, task): `ls` only needs counts and each namespace's lowest member.
     A process is placed in each namespace once, by the first of its tasks there, as ``aggregate``
     does. tests/unit/test_snapshot.py keeps the two equal."""

@@ -122,7 +122,7 @@ def test_table() -> None:
     from nstrack.model.holders import aggregate
 
     entries = aggregate(NAMESPACES, [task(1), task(2)], mounts=[MountRecord(1, "/run/netns/blue", "net", BOUND_NET)])
-    text = render(rows(entries, {1: 0, 2: 0}), ["NS", "TYPE", "NPROCS", "HOLDERS", "ORPHANED"])
+    text = render(rows(entries), ["NS", "TYPE", "NPROCS", "HOLDERS", "ORPHANED"])
     lines = text.splitlines()
     assert lines[0].split() == ["NS", "TYPE", "NPROCS", "HOLDERS", "ORPHANED"]
     assert any(str(BOUND_NET) in ln and "mount:1" in ln and ln.endswith("yes") for ln in lines)
@@ -202,7 +202,7 @@ def test_ls_fast_rows_equal_rows_of_aggregate() -> None:
         types = rng.choice([None, {"net"}, {"pid", "user"}])
         orphaned = rng.random() < 0.3
         entries = aggregate(namespaces, tasks, files, mounts, types=types, orphaned_only=orphaned, explain=False)
-        slow = rows(entries, {t.tgid: t.uid for t in tasks}, cols)
+        slow = rows(entries, cols)
         fast = scan_rows(namespaces, tasks, files, mounts, cols, types, orphaned)
         assert fast == slow, trial
 
