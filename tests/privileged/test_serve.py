@@ -159,3 +159,16 @@ def test_ls_endpoint_answers_like_ls_json(srv: Served) -> None:
     for bad in ("/ls?columns=NS,BOGUS", "/ls?type=nett", "/ls?sort=ns", "/ls?orphaned=maybe"):
         code, _, body = srv.get(bad)
         assert code == 400 and "error" in json.loads(body), bad
+
+
+def test_sigterm_stops_serve_at_once() -> None:
+    """serve sleeps without a periodic wake-up; SIGTERM still ends it cleanly (exit 0), also while a client
+    holds a connection open without sending anything."""
+    with serve() as srv:
+        idle = socket.create_connection(("127.0.0.1", srv.port))
+        try:
+            time.sleep(0.5)
+            srv.proc.terminate()  # only the process this test started
+            assert srv.proc.wait(timeout=15) == 0
+        finally:
+            idle.close()
