@@ -128,7 +128,8 @@ def decode_ns_records(data: bytes) -> list[NSRecord]:
         raise RecordError(f"namespace records: {len(data)} bytes is not a multiple of {NS_RECORD.size}")
     rows = list(NS_RECORD.iter_unpack(data))
     names = _type_names({r[1] for r in rows})
-    return [NSRecord(names[flag], inum, ns_id or None, owner, parent, ref or None, owner_id or None)
+    new = tuple.__new__  # NSRecord(...) without its Python-level __new__ (20k records per `ls`)
+    return [new(NSRecord, (names[flag], inum, ns_id or None, owner, parent, ref or None, owner_id or None))
             for ns_id, flag, inum, owner, parent, ref, _f, owner_id in rows]
 
 
@@ -160,9 +161,16 @@ def decode_tasks(data: bytes) -> list[TaskRecord]:
     if len(data) % TASK_RECORD.size:
         raise RecordError(f"task records: {len(data)} bytes is not a multiple of {TASK_RECORD.size}")
     out = []
+    new = tuple.__new__  # TaskRecord(...) without its Python-level __new__
+    comms = _COMMS
     for fields in TASK_RECORD.iter_unpack(data):
-        comm = fields[12].split(b"\0", 1)[0].decode(errors="replace")
-        out.append(TaskRecord(fields[0], fields[1], tuple(fields[2:12]), comm, fields[13], fields[14]))
+        raw = fields[12]
+        comm = comms.get(raw)
+        if comm is None:  # many tasks share a command: decode each once
+            if len(comms) > 4096:
+                comms.clear()
+            comm = comms[raw] = raw.split(b"\0", 1)[0].decode(errors="replace")
+        out.append(new(TaskRecord, (fields[0], fields[1], fields[2:12], comm, fields[13], fields[14])))
     return out
 
 
@@ -184,7 +192,8 @@ def decode_files(data: bytes) -> list[FileRecord]:
         raise RecordError(f"file records: {len(data)} bytes is not a multiple of {FILE_RECORD.size}")
     rows = list(FILE_RECORD.iter_unpack(data))
     names = _type_names({r[3] for r in rows})
-    return [FileRecord(tgid, fd, FILE_KINDS.get(kind) or str(kind), names[flag], inum, owner)
+    new = tuple.__new__  # FileRecord(...) without its Python-level __new__
+    return [new(FileRecord, (tgid, fd, FILE_KINDS.get(kind) or str(kind), names[flag], inum, owner))
             for tgid, fd, kind, flag, inum, owner in rows]
 
 
