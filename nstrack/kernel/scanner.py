@@ -251,7 +251,8 @@ class Scanner(_Scans):
             progs = {"tasks": "scan_tasks", "files": "scan_files", **({"lists": "scan_lists"} if self.has_lists else {})}
             for pin, prog in progs.items():
                 bpfsys.obj_pin(self._obj.program(prog).fd, f"{tmp}/{pin}")
-            bpfsys.obj_pin(self._rb.fd, f"{tmp}/rb")
+            if self.has_lists:  # the walk's ring (kernels without lists have only iterator output)
+                bpfsys.obj_pin(self._rb.fd, f"{tmp}/rb")
             os.rename(tmp, path)
         except OSError:
             _unpin(tmp)
@@ -314,8 +315,10 @@ class PinnedScanner(_Scans):
             self._files_prog = self._get(f"{path}/files")
             self.has_lists = os.path.exists(f"{path}/lists")
             self._lists_prog = self._get(f"{path}/lists") if self.has_lists else -1
-            rb = self._get(f"{path}/rb")
-            self._rb = bpfsys.RingBuffer(rb, bpfsys.map_max_entries(rb), "scan_rb (pinned)")
+            self._rb = None
+            if self.has_lists:
+                rb = self._get(f"{path}/rb")
+                self._rb = bpfsys.RingBuffer(rb, bpfsys.map_max_entries(rb), "scan_rb (pinned)")
         except BaseException:
             self.close()
             raise
@@ -337,6 +340,7 @@ class PinnedScanner(_Scans):
             os.close(link)
 
     def _walk(self) -> tuple[bytes, bytes]:
+        assert self._rb is not None
         self._rb.read_all()
         raw_sum = self._run(self._lists_prog, "pinned scan_lists", os.getpid())
         return b"".join(self._rb.read_all()), raw_sum
@@ -350,7 +354,7 @@ class PinnedScanner(_Scans):
     def close(self) -> None:
         if getattr(self, "_rb", None) is not None:
             self._rb.close()
-            self._rb = None  # type: ignore[assignment]
+            self._rb = None
         for fd in self._fds:
             os.close(fd)
         self._fds.clear()

@@ -29,7 +29,7 @@ def scan_now(mode: str | None, cache: bool = True) -> Scan:
     """Scan now with holders (``mode='procfs'`` scans /proc without BPF).
 
     With ``cache`` (the default; ``--no-cache`` or NSTRACK_NO_CACHE=1 turn it off) the scan programs
-    stay pinned in bpffs (/sys/fs/bpf/nstrack/scan-*, 4 MiB of ring buffer) after the first run, and
+    stay pinned in bpffs (/sys/fs/bpf/nstrack/scan-*; 6.18+: a 4 MiB ring too) after the first run, and
     later runs use them without loading anything: `ls` then starts ~4 times faster. `rm -r
     /sys/fs/bpf/nstrack` removes them; a reboot does too.
     """
