@@ -13,7 +13,7 @@ from .model.nstypes import MODES, TYPE_NAMES
 
 EXIT_OK, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 2
 _CACHE_HELP = ("do not use, nor leave, scan programs pinned in /sys/fs/bpf/nstrack (by default the first run "
-               "pins them and later runs scan without loading BPF: ~4x faster; also NSTRACK_NO_CACHE=1)")
+               "pins them and later runs scan without loading BPF, about twice as fast; also NSTRACK_NO_CACHE=1)")
 
 
 class _Formatter(argparse.HelpFormatter):

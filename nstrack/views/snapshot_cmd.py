@@ -30,7 +30,7 @@ def scan_now(mode: str | None, cache: bool = True) -> Scan:
 
     With ``cache`` (the default; ``--no-cache`` or NSTRACK_NO_CACHE=1 turn it off) the scan programs
     stay pinned in bpffs (/sys/fs/bpf/nstrack/scan-*; 6.18+: a 4 MiB ring too) after the first run, and
-    later runs use them without loading anything: `ls` then starts ~4 times faster. `rm -r
+    later runs use them without loading anything (`ls` about twice as fast). `rm -r
     /sys/fs/bpf/nstrack` removes them; a reboot does too.
     """
     from ..kernel.bpfsys import BPFError
@@ -41,8 +41,11 @@ def scan_now(mode: str | None, cache: bool = True) -> Scan:
     # pins are used only by callers that could load the programs themselves (reading them needs less)
     cache = cache and os.environ.get("NSTRACK_NO_CACHE", "") in ("", "0") and _may_load_bpf()
     try:
-        if cache:
-            path = pin_path()
+        path = pin_path() if cache else None
+    except OSError:  # the object file is unreadable: loading it below says so
+        path = None
+    try:
+        if path is not None:
             try:
                 with PinnedScanner(path) as pinned:
                     scan = pinned.scan(holders=True)
@@ -55,7 +58,7 @@ def scan_now(mode: str | None, cache: bool = True) -> Scan:
                     scanner.pin(path)
                 if scan.complete or not scanner.lost_total:
                     return scan
-        with Scanner(PINNED_RING_BYTES * 8 if cache else 1 << 23) as scanner:
+        with Scanner(PINNED_RING_BYTES * 8 if path is not None else 1 << 23) as scanner:
             return scanner.scan(holders=True)
     except BPFError as exc:
         from ..kernel.host import effective_caps, missing_bpf_caps
