@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from .nstypes import TYPE_NAMES, format_name
-from .records import SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
+from .records import MEMBER_TYPES, ROLE, SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
 from .replica import Creator, Replica
 
-_ROLE = {"pid_for_children": "pid_for_children", "time_for_children": "time_for_children"}
 _NONE: list = []  # type: ignore[type-arg]  # shared empty holder list (never mutated)
 
 
@@ -127,7 +126,7 @@ def aggregate(
             first[tgid] = inums
             if inums[0]:  # the common case, written out: one holder in slots 0-7 (all of other types)
                 holder = TaskHolder(tgid, t.comm, "member", t.uid)
-                for type_, inum in zip(_MEMBER_TYPES, inums):
+                for type_, inum in zip(MEMBER_TYPES, inums):
                     if inum:
                         task_holders[(type_, inum)].append(holder)
                 # *_for_children: listed apart where they differ from the task's own
@@ -225,11 +224,6 @@ def aggregate(
 
 
 
-_MEMBER_TYPES = tuple(type_ for type_, fname in SLOTS[:8])
-assert all(fname == type_ for type_, fname in SLOTS[:8]) and SLOTS[8] == ("pid", "pid_for_children") \
-    and SLOTS[9] == ("time", "time_for_children")
-
-
 def _place(t: TaskRecord, task_holders: dict[tuple[str, int], list[TaskHolder]], done: set[int]) -> None:
     """List task ``t`` under each of its namespaces once, except those in ``done`` (which it extends).
 
@@ -240,7 +234,7 @@ def _place(t: TaskRecord, task_holders: dict[tuple[str, int], list[TaskHolder]],
         if not inum or inum in done:
             continue
         done.add(inum)
-        role = _ROLE.get(fname, "member")
+        role = ROLE[fname]
         if exited or role == "member":  # one holder object shared by the task's namespaces
             if holder is None:
                 holder = TaskHolder(t.tgid, t.comm, "zombie" if exited else "member", t.uid)

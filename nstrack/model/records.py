@@ -34,6 +34,12 @@ SLOTS: tuple[tuple[str, str], ...] = (
     ("pid", "pid_for_children"),
     ("time", "time_for_children"),
 )
+# Slots 0-7 are a task's own namespaces, each of another type (so distinct inode numbers); 8 and 9 are
+# what its children get, the same namespaces as 4 and 7 unless it called unshare/setns for them.
+MEMBER_TYPES = tuple(type_ for type_, _ in SLOTS[:8])
+ROLE = {fname: fname if fname.endswith("_for_children") else "member" for _, fname in SLOTS}  # holder role per slot
+assert all(fname == type_ for type_, fname in SLOTS[:8]) and SLOTS[8] == ("pid", "pid_for_children") \
+    and SLOTS[9] == ("time", "time_for_children")
 
 
 class RecordError(ValueError):

@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -53,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def _term(*_: object) -> None:
         stop.set()
-        threading.Thread(target=_shut_down, args=(server,), daemon=True).start()
+        threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _term)
     bound = service.tracker.free_latency_bound
@@ -62,28 +61,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  len(service.tracker.replica),
                  f"within {bound:g} s (rescans)" if bound else "as they happen")
     try:
-        # no periodic wake-up (each costs CPU on an idle node): _shut_down wakes the loop itself
-        server.serve_forever(poll_interval=3600.0)
+        server.serve_forever(poll_interval=2.0)  # each wake-up costs CPU on an idle node; stop waits <= 2 s
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
         service.stop()
     return 0
-
-
-def _shut_down(server: Any) -> None:
-    """server.shutdown(), which waits for serve_forever to notice; it sleeps in select() without a
-    timeout worth waiting for, so connections to the listening socket wake it until it has stopped."""
-    import socket
-
-    done = threading.Thread(target=server.shutdown, daemon=True)
-    done.start()
-    host, port = server.server_address[:2]
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    while done.is_alive():
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-        except OSError:
-            pass
-        done.join(0.1)

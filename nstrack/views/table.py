@@ -13,12 +13,11 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ..model.nstypes import TYPE_NAMES, format_name
-from ..model.records import SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
+from ..model.records import MEMBER_TYPES, ROLE, SLOTS, FileRecord, MountRecord, NSRecord, TaskRecord
 
 if TYPE_CHECKING:
     from ..model.holders import Entry
 
-_ROLE_OF = {"pid_for_children": "pid_for_children", "time_for_children": "time_for_children"}
 
 COLUMNS: dict[str, str] = {
     "NS": "inode number",
@@ -131,10 +130,6 @@ def json_text(rs: list[dict[str, Any]], columns: list[str]) -> str:
     return '{"namespaces": [\n' + body + ("\n" if body else "") + "]}"
 
 
-# Where scan_rows lists a task: slots 0-7 are the task's own namespaces, each of another type (so
-# distinct inode numbers); 8 and 9 (pid and time for children) count only where they differ from 4 and 7.
-_MEMBER_TYPES = tuple(type_ for type_, _ in SLOTS[:8])
-
 
 def scan_rows(
     namespaces: list[NSRecord],
@@ -158,7 +153,7 @@ def scan_rows(
         prev = first.get(tgid)
         if prev is None and inums[0]:  # the common case: a live process's first task
             first[tgid] = inums
-            for key in zip(_MEMBER_TYPES, inums):
+            for key in zip(MEMBER_TYPES, inums):
                 if key[1]:
                     g = st.get(key)
                     if g is None:
@@ -184,7 +179,7 @@ def scan_rows(
         for (type_, fname), inum in zip(SLOTS, inums):
             if inum and inum not in done:
                 done.add(inum)
-                _place(st, (type_, inum), t, "zombie" if exited else _ROLE_OF.get(fname, "member"))
+                _place(st, (type_, inum), t, "zombie" if exited else ROLE[fname])
     fds: dict[tuple[str, int], int] = {}
     socks: dict[tuple[str, int], int] = {}
     for f in files:
