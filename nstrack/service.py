@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -39,13 +40,26 @@ class Lifetimes:
         self.sums[type_] += seconds
         self.counts[type_] += 1
 
+    def observe_many(self, type_: str, born_ns: list[int], died_ns: int) -> None:
+        """Namespaces of one type created at ``born_ns`` (CLOCK_BOOTTIME ns) and destroyed at ``died_ns``:
+        as many ``observe`` calls, counted per bucket by bisection (lifetime <= le: born >= died - le)."""
+        born = sorted(min(b, died_ns) for b in born_ns)
+        n = len(born)
+        b = self.buckets.setdefault(type_, [0] * len(LIFETIME_BUCKETS))
+        for i, le in enumerate(LIFETIME_BUCKETS):
+            b[i] += n if le == float("inf") else n - bisect_left(born, died_ns - le * 1e9)
+        self.sums[type_] += (died_ns * n - sum(born)) / 1e9
+        self.counts[type_] += n
+
 
 class Service:
     def __init__(self, config: Config, findings: Findings) -> None:
         self.config = config
         self.findings = findings
-        self.tracker = Tracker(findings, rescan_seconds=config.rescan_seconds, ringbuf_bytes=config.ringbuf_bytes)
+        self.tracker = Tracker(findings, rescan_seconds=config.rescan_seconds, ringbuf_bytes=config.ringbuf_bytes,
+                               defer_creations=True)
         self.tracker.replica.tombstone_seconds = config.tombstone_seconds
+        self.tracker.replica.keep_brief_lives = True  # for self.lifetimes (_observe)
         self.lock = threading.RLock()
         self.entries: list[Entry] = []  # holders, from the last holder scan
         self.entries_complete = False
@@ -100,9 +114,21 @@ class Service:
             ns = c.ns
             if c.kind == "destroyed" and ns.created_ns is not None and ns.destroyed_ns is not None:
                 self.lifetimes.observe(ns.type, max(0.0, (ns.destroyed_ns - ns.created_ns) / 1e9))
+        brief = self.tracker.replica.brief_lives
+        if brief:
+            self.tracker.replica.brief_lives = []
+            for type_, born, died in brief:
+                self.lifetimes.observe_many(type_, born, died)
+
+    def catch_up(self) -> None:
+        """Bring the replica up to date before a read (creations may wait for a rescan: Tracker)."""
+        with self.lock:
+            if self.tracker.deferred:
+                self._observe(self.tracker.catch_up())
 
     def _scan_holders(self) -> None:
         t0 = time.perf_counter()
+        self.catch_up()  # creators of what the holder scan finds come from the replica
         s = self.tracker.scan(holders=True)
         # The scanner hands back the very same lists when the kernel's answer is unchanged; with the
         # replica unchanged too, the aggregation would come out the same.
@@ -121,6 +147,7 @@ class Service:
     def refresh_holders(self, max_age: float = 1.0) -> None:
         """Rescan holders now unless the last scan is younger than ``max_age`` (for /namespaces)."""
         with self.lock:
+            self.catch_up()  # also when the holders are recent: the replica may not be
             if time.time() - self.entries_at > max_age:
                 self._scan_holders()
 

@@ -92,20 +92,46 @@ def parse_ring_span(span: bytes, records: bool = True) -> tuple[int, list[bytes]
     and its payload, padded to 8 bytes. When every record has the first one's length (one kind of
     record per ring, the common case) they are checked and split in a few C-level passes.
     """
-    if len(span) < RINGBUF_HDR:
-        return 0, []
-    first = int.from_bytes(span[:4], "little")
+    end, out, _ = _parse(span, records, None)
+    return end, out
+
+
+def parse_ring_rows(span: bytes, row: struct.Struct) -> tuple[int, list[tuple], int]:
+    """As ``parse_ring_span``, but each record unpacked with ``row``, a layout that starts with the
+    8-byte record header as padding (``<8x...``): (end, the tuples, how many committed records had
+    another size and were left out)."""
+    return _parse(span, True, row)
+
+
+def uniform_stride(span: bytes) -> int:
+    """The record stride of a span (as ``RingBuffer.read_spans`` gives) whose records all have the
+    same length and are committed and not discarded; 0 if they do not."""
+    first = int.from_bytes(span[:4], "little") if len(span) >= RINGBUF_HDR else 0
     stride = (first + RINGBUF_HDR + 7) & ~7
     if 0 < first < RINGBUF_DISCARD and len(span) % stride == 0:
         count, head = len(span) // stride, span[:4]
         if all(span[i::stride] == head[i : i + 1] * count for i in range(4)):
-            if not records:
-                return len(span), []
-            layout = _UNIFORM.get(first)
-            if layout is None:
-                layout = _UNIFORM[first] = struct.Struct(f"<II{first}s{stride - first - RINGBUF_HDR}x")
-            return len(span), [r[2] for r in layout.iter_unpack(span)]
-    end, out = 0, []
+            return stride
+    return 0
+
+
+def _parse(span: bytes, records: bool, row: struct.Struct | None) -> tuple[int, list, int]:
+    if len(span) < RINGBUF_HDR:
+        return 0, [], 0
+    stride = uniform_stride(span)
+    if stride:
+        if not records:
+            return len(span), [], 0
+        if row is not None:
+            if row.size == stride:
+                return len(span), list(row.iter_unpack(span)), 0
+            return len(span), [], len(span) // stride
+        first = int.from_bytes(span[:4], "little")
+        layout = _UNIFORM.get(first)
+        if layout is None:
+            layout = _UNIFORM[first] = struct.Struct(f"<II{first}s{stride - first - RINGBUF_HDR}x")
+        return len(span), [r[2] for r in layout.iter_unpack(span)], 0
+    end, out, other = 0, [], 0
     while end + RINGBUF_HDR <= len(span):
         length = int.from_bytes(span[end : end + 4], "little")
         if length & RINGBUF_BUSY:  # reserved, not yet committed
@@ -115,9 +141,14 @@ def parse_ring_span(span: bytes, records: bool = True) -> tuple[int, list[bytes]
         if after > len(span):  # cannot happen with the kernel's ring; never read past the span
             break
         if records and not length & RINGBUF_DISCARD:
-            out.append(span[end + RINGBUF_HDR : end + RINGBUF_HDR + size])
+            if row is None:
+                out.append(span[end + RINGBUF_HDR : end + RINGBUF_HDR + size])
+            elif after - end == row.size:
+                out.append(row.unpack_from(span, end))
+            else:
+                other += 1
         end = after
-    return end, out
+    return end, out, other
 
 
 class RingBuffer:
@@ -167,9 +198,23 @@ class RingBuffer:
         return len(records)
 
     def read_all(self) -> list[bytes]:
-        """Every committed record already in the buffer, in order, taken off the ring.
+        """Every committed record already in the buffer, in order, taken off the ring."""
+        out, _ = self._read(None)
+        return out
 
-        Copies the waiting span in one go and finds how far its records are committed, then copies
+    def read_spans(self) -> list[bytes]:
+        """Every committed record already in the buffer taken off the ring, as the raw spans they were
+        read in (8-byte headers included; see ``parse_ring_rows`` and ``uniform_stride``)."""
+        out, _ = self._read(None, spans=True)
+        return out
+
+    def read_rows(self, row: struct.Struct) -> tuple[list[tuple], int]:
+        """As ``read_all``, each record unpacked with ``row`` (see ``parse_ring_rows``): (the tuples,
+        how many records of another size were taken off the ring and dropped)."""
+        return self._read(row)
+
+    def _read(self, row: struct.Struct | None, spans: bool = False) -> tuple[list, int]:
+        """Copies the waiting span in one go and finds how far its records are committed, then copies
         that part once more and takes the records from the second copy: a record's data is only read
         after its header said it was committed (the first copy may have read data before the producer
         finished writing it).
@@ -177,22 +222,27 @@ class RingBuffer:
         if not self._open:
             raise BPFError(errno_mod.EBADF, "ring buffer closed")
         cons_pos = ctypes.c_uint64.from_address(self._cons)
-        out: list[bytes] = []
+        out: list = []
+        other = 0
         while True:
             cons = cons_pos.value
             prod = ctypes.c_uint64.from_address(self._prod).value
             if cons >= prod:
-                return out
+                return out, other
             start = self._data + (cons & self._mask)
             waiting = prod - cons  # contiguous: the kernel maps the data pages twice
-            end, _ = parse_ring_span(ctypes.string_at(start, waiting), records=False)
+            end, _, _ = _parse(ctypes.string_at(start, waiting), False, None)
             if end == 0:
-                return out
-            _, records = parse_ring_span(ctypes.string_at(start, end))
-            out += records
+                return out, other
+            if spans:
+                out.append(ctypes.string_at(start, end))
+            else:
+                _, records, n = _parse(ctypes.string_at(start, end), True, row)
+                out += records
+                other += n
             cons_pos.value = cons + end
             if end < waiting:
-                return out
+                return out, other
 
     def close(self) -> None:
         if self._open:

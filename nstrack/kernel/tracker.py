@@ -17,13 +17,17 @@ from __future__ import annotations
 import logging
 import select
 import time
+from array import array
 from dataclasses import dataclass, field
 
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
-from ..model.records import TASK_SOURCES, NSRecord, decode_event
+from ..model.records import (
+    EV_CREATED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, check_rows, events_of_rows,
+)
 from ..model.replica import Change, Replica
 from . import hooks
+from .bpfsys import parse_ring_rows, uniform_stride
 from .libbpf import BPFObject, RingBuffer
 from .objects import bpf_object
 from .probe import Findings
@@ -35,6 +39,10 @@ HEAL_SECONDS = 60.0  # rescan interval in the event modes, where rescans only he
 # Events are consumed at most this often: a burst is taken in one batch instead of one wake-up per
 # record (on 2 cores per-record wake-ups cost a namespace-churning workload ~20% of its rate).
 BATCH_SECONDS = 0.05
+# With defer_creations: events are drained this often, and a rescan comes early once this many
+# creations wait (bounds memory: 80 bytes each).
+DEFER_BATCH_SECONDS = 0.2
+DEFER_MAX = 200_000
 
 
 @dataclass
@@ -44,6 +52,7 @@ class Stats:
     lost_scan: int = 0
     rescans: int = 0
     rescans_for_loss: int = 0
+    brief: int = 0  # deferred creations that had died by the next rescan (Replica.settle)
     skipped_reconciles: int = 0  # rescans whose answer was identical to the last one, nothing applied since
     last_scan: Scan | None = None
     last_scan_wall: float = 0.0
@@ -128,7 +137,16 @@ class Tracker:
         findings: Findings,
         rescan_seconds: float | None = None,
         ringbuf_bytes: int = 1 << 20,
+        defer_creations: bool = False,
     ) -> None:
+        """``defer_creations`` (serve): where rescans are complete (6.18+ namespace lists) and find the
+        frees anyway (tracepoint mode), creation events are kept as raw records until the next rescan
+        (or ``catch_up``), which enters the namespaces it finds alive and only counts (and tombstones)
+        those that already died: under namespace churn almost every namespace lives for microseconds,
+        and building each one's entry cost the churning workload ~8% of its rate on 2 cores. Events
+        still arrive and are counted at once; the replica's view of creations lags by at most
+        ``rescan_seconds``, as its view of frees does in this mode. ``watch`` shows each event at once
+        and does not defer."""
         self.findings = findings
         self.plan = plan_for(findings)
         self.mode = self.plan.mode
@@ -144,11 +162,16 @@ class Tracker:
         self._next_rescan = 0.0
         self._lost_seen = 0
         self._pending: list[Change] = []
-        self.batch_seconds = BATCH_SECONDS
+        # with creations deferred the replica moves at rescans only: drain less often
+        self.batch_seconds = DEFER_BATCH_SECONDS if defer_creations else BATCH_SECONDS
         self._last_drain = 0.0
         # (scan result, types judged, replica version) after the last reconcile: an identical answer
         # from the kernel with nothing applied since needs no reconcile
         self._reconciled: tuple[list[NSRecord], set[str], int] | None = None
+        self.defer_creations = defer_creations
+        self._defer: tuple[set[int], set[int]] | None = None  # (type flags, sources) deferred, once started
+        self._deferred: list[bytes] = []  # ring spans of creation events waiting for the next rescan
+        self._deferred_count = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,6 +188,10 @@ class Tracker:
         changes = self.drain()
         changes += self.rescan(startup=True)
         changes += self.drain()
+        if (self.defer_creations and self.scanner is not None and self.scanner.has_lists
+                and set(self.plan.rescan_types) == set(TYPE_NAMES)):
+            flags = {flag for flag, t in TYPE_OF_FLAG.items() if t in self.plan.rescan_types}
+            self._defer = (flags, {n for n, src in SOURCES.items() if src in TASK_SOURCES})
         return changes
 
     def _load(self) -> None:
@@ -174,7 +201,7 @@ class Tracker:
             obj.map("events").max_entries = self.ringbuf_bytes
             obj.map("scan_rb").max_entries = 4096  # unused here: the Scanner has its own
             obj.load()
-            self._events = obj.ring_buffer("events", self._on_event)
+            self._events = obj.ring_buffer("events")  # read with read_rows()
             for prog, target in self.plan.attach:
                 p = obj.program(prog)
                 p.attach_kprobe(target) if target else p.attach()
@@ -201,28 +228,78 @@ class Tracker:
 
     # ------------------------------------------------------------------ events
 
-    def _on_event(self, raw: bytes) -> None:
-        try:
-            ev = decode_event(raw)
-        except ValueError:
-            self.stats.bad_records += 1
-            return
-        if ev.type == "":  # an inode number freed: only interesting if a live namespace had it
-            if self.replica.find_alive_inum(ev.inum) is None:
-                self.stats.other_inum_frees += 1
+    def _take_span(self, span: bytes) -> None:
+        """One span of ring records (``RingBuffer.read_spans``): kept for the next rescan if it holds only
+        creations that may wait (``defer_creations``), otherwise applied now, after whatever waits."""
+        if self._defer is not None and uniform_stride(span) == EventBatch.STRIDE:
+            flags, sources = self._defer
+            w32 = array("I", span)
+            n = len(span) // EventBatch.STRIDE
+            if (set(w32[8::20]) == {EV_CREATED} and set(w32[9::20]) <= flags and set(w32[15::20]) <= sources
+                    and 0 not in array("Q", span)[2::10]):  # kind, type flag, source, ns_id (EventBatch)
+                self._deferred.append(span)
+                self._deferred_count += n
+                self.stats.events += n
                 return
-        accepted = self.plan.event_types.get(ev.type) if ev.type else None
-        if accepted is not None and "any" not in accepted and ev.source not in accepted:
-            return  # this type is tracked by another hook set; avoid double reports
-        self.stats.events += 1
-        self._pending.extend(self.replica.apply(ev))
+        if self._deferred:
+            self._undefer(self._pending)
+        _, rows, other = parse_ring_rows(span, EVENT_ROW)
+        self.stats.bad_records += other
+        self._apply_rows(rows)
+
+    def _apply_rows(self, rows: list[tuple]) -> None:
+        """Apply a batch of event records (EVENT tuples)."""
+        rows, bad = check_rows(rows)
+        stats = self.stats
+        stats.bad_records += bad
+        replica, accept, pending = self.replica, self.plan.event_types, self._pending
+        created, destroyed = replica.created, replica.destroyed
+        for ev in events_of_rows(rows):
+            type_ = ev.type
+            if not type_:  # an inode number freed: only interesting if a live namespace had it
+                if replica.find_alive_inum(ev.inum) is None:
+                    stats.other_inum_frees += 1
+                    continue
+            else:
+                accepted = accept.get(type_)
+                if accepted is not None and ev.source not in accepted and "any" not in accepted:
+                    continue  # this type is tracked by another hook set; avoid double reports
+            stats.events += 1
+            if ev.kind == "created":
+                created(ev, pending)
+            else:
+                destroyed(ev, pending)
+
+    def _take_deferred(self) -> EventBatch:
+        batch = EventBatch(b"".join(self._deferred))
+        self._deferred, self._deferred_count = [], 0
+        return batch
+
+    def _undefer(self, changes: list[Change]) -> None:
+        """Apply the waiting creations as events, without a scan."""
+        batch = self._take_deferred()
+        for ev in events_of_rows([batch.row(i) for i in range(len(batch))]):
+            self.replica.created(ev, changes)
+
+    @property
+    def deferred(self) -> int:
+        """Creation events waiting for the next rescan (``defer_creations``)."""
+        return self._deferred_count
+
+    def catch_up(self) -> list[Change]:
+        """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
+        changes = self.drain()
+        if self._deferred:
+            changes += self.rescan()
+        return changes
 
     def drain(self) -> list[Change]:
         """Apply every event already in the ring buffer."""
         self._pending = []
         self._last_drain = time.monotonic()
         if self._events is not None:
-            self._events.consume()
+            for span in self._events.read_spans():
+                self._take_span(span)
         out, self._pending = self._pending, []
         return out
 
@@ -254,7 +331,7 @@ class Tracker:
             log.warning("ring buffer full: %d events lost so far; rescanning", self.stats.lost_events)
             changes += self.drain()
             changes += self.rescan(heal=True)
-        elif time.monotonic() >= self._next_rescan:
+        elif time.monotonic() >= self._next_rescan or self._deferred_count >= DEFER_MAX:
             changes += self.rescan()
         return changes
 
@@ -299,12 +376,20 @@ class Tracker:
             s.namespaces = s.namespaces + self._owners_of(s.namespaces)
         else:
             types = set()
+        settled: list[Change] = []
+        if self._deferred:
+            if s.complete:
+                settled, brief = self.replica.settle(self._take_deferred(), {r.ns_id for r in s.namespaces},
+                                                     s.start_ns)
+                self.stats.brief += brief
+            else:
+                self._undefer(settled)
         last = self._reconciled
         if (last is not None and last[0] is s.namespaces and last[1] == types
                 and last[2] == self.replica.version and not self.replica.deferred):
             self.stats.skipped_reconciles += 1
-            return []
-        changes = self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
+            return settled
+        changes = settled + self.replica.reconcile(s.namespaces, s.start_ns, types=types, startup=startup)
         self._reconciled = (s.namespaces, types, self.replica.version)
         return changes
 

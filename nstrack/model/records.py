@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import time
+from array import array
 from typing import NamedTuple
 
 from .nstypes import BY_FLAG, format_name
@@ -47,6 +48,7 @@ class RecordError(ValueError):
 
 
 _NAME_OF_FLAG = {flag: t.name for flag, t in BY_FLAG.items()}
+TYPE_OF_FLAG = _NAME_OF_FLAG  # type name of each CLONE_NEW* flag (read-only)
 _COMMS: dict[bytes, str] = {}  # raw 16-byte comm -> text
 
 
@@ -83,6 +85,98 @@ class Event(NamedTuple):  # a tuple: built once per lifecycle event, so construc
         return format_name(self.type, self.inum)
 
 
+_KINDS = {EV_CREATED: "created", EV_DESTROYED: "destroyed"}
+
+
+# An event record as the ring buffer holds it: the 8-byte record header skipped, then struct ns_event
+# (72 bytes, so no padding after it). Unpacks to the same tuples as EVENT.
+EVENT_ROW = struct.Struct("<8x" + EVENT.format[1:] + f"{-EVENT.size % 8}x")
+assert EVENT.format == "<QQQIIIIIIII16s" and EVENT_ROW.size == 80  # the column positions of EventBatch
+
+
+class EventBatch:
+    """Ring-buffer event records (EVENT_ROW each: header and struct ns_event, 80 bytes) read by column,
+    without a tuple per record: the ``created`` events that wait for a rescan (Tracker, defer_creations).
+
+    ``ts``, ``ns_id``, ``kind``, ``flag``, ``tgid`` and ``src`` are arrays (machine words of the records:
+    little-endian, as everything nstrack reads from BPF on x86-64).
+    """
+
+    STRIDE = EVENT_ROW.size
+    COMM = 64  # offset of the comm in a record
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % self.STRIDE:
+            raise RecordError(f"event records: {len(data)} bytes is not a multiple of {self.STRIDE}")
+        self.data = data
+        w64, w32 = array("Q", data), array("I", data)
+        self.ts, self.ns_id = w64[1::10], w64[2::10]
+        self.kind, self.flag, self.tgid, self.src = w32[8::20], w32[9::20], w32[14::20], w32[15::20]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def row(self, i: int) -> tuple:
+        """Record ``i`` as an EVENT tuple."""
+        return EVENT_ROW.unpack_from(self.data, i * self.STRIDE)
+
+    def comm(self, i: int) -> bytes:
+        """Record ``i``'s raw comm."""
+        o = i * self.STRIDE + self.COMM
+        return self.data[o : o + 16]
+
+    def comms(self) -> list[bytes]:
+        """Every record's raw comm, in order."""
+        d, c = self.data, self.COMM
+        return [d[o : o + 16] for o in range(c, len(d), self.STRIDE)]
+
+    def same_comm(self) -> bytes | None:
+        """The raw comm of every record if they all have the same one (sixteen strided compares)."""
+        d, n, c, stride = self.data, len(self), self.COMM, self.STRIDE
+        if not n:
+            return None
+        first = d[c : c + 16]
+        if all(d[c + k :: stride] == first[k : k + 1] * n for k in range(16)):
+            return first
+        return None
+
+
+def check_rows(rows: list[tuple]) -> tuple[list[tuple], int]:
+    """The well-formed EVENT tuples of a batch (known kind and type flag; only a free may come without
+    a type), and how many were not. One pass over the batch when all are well formed."""
+    if all(_valid_kind_flag(k, f) for k, f in {(r[3], r[4]) for r in rows}):
+        return rows, 0
+    good = [r for r in rows if _valid_kind_flag(r[3], r[4])]
+    return good, len(rows) - len(good)
+
+
+def _valid_kind_flag(kind: int, flag: int) -> bool:
+    return kind in _KINDS and (flag in _NAME_OF_FLAG or (flag == 0 and kind == EV_DESTROYED))
+
+
+def events_of_rows(rows: list[tuple]) -> list[Event]:
+    """Events of checked EVENT tuples (``check_rows``), each built without its Python-level ``__new__``."""
+    new, kinds, names, comms, sources = tuple.__new__, _KINDS, _NAME_OF_FLAG, _COMMS, SOURCES
+    out: list[Event] = []
+    append = out.append
+    for ts, ns_id, cg, kind, flag, inum, owner, parent, pid, tgid, src, comm in rows:
+        append(new(Event, (kinds[kind], names[flag] if flag else "", inum, ns_id or None, ts, owner, parent, pid,
+                           tgid, comms.get(comm) or _comm(comm), cg, sources.get(src) or f"source {src}")))
+    return out
+
+
+def comm_text(comm: bytes) -> str:
+    """A raw 16-byte task command as text (cached: few distinct commands create namespaces)."""
+    return _COMMS.get(comm) or _comm(comm)
+
+
+def _comm(comm: bytes) -> str:
+    if len(_COMMS) > 4096:
+        _COMMS.clear()
+    name = _COMMS[comm] = comm.split(b"\0", 1)[0].decode(errors="replace")
+    return name
+
+
 def decode_event(raw: bytes) -> Event:
     if len(raw) < EVENT.size:
         raise RecordError(f"event record of {len(raw)} bytes, expected {EVENT.size}")
@@ -91,11 +185,7 @@ def decode_event(raw: bytes) -> Event:
         raise RecordError(f"unknown event kind {kind}")
     # a freed inode number (proc_free_inum) comes without a type: "" until the replica resolves it
     type_ = "" if (flag == 0 and kind == EV_DESTROYED) else _type_name(flag)
-    name = _COMMS.get(comm)
-    if name is None:  # few distinct commands create namespaces: decode each once
-        if len(_COMMS) > 4096:
-            _COMMS.clear()
-        name = _COMMS[comm] = comm.split(b"\0", 1)[0].decode(errors="replace")
+    name = _COMMS.get(comm) or _comm(comm)  # few distinct commands create namespaces: decode each once
     return Event(
         "created" if kind == EV_CREATED else "destroyed",  # kind
         type_,

@@ -21,13 +21,14 @@ Rules:
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .nstypes import format_name
-from .records import Event, NSRecord, boot_ns
+from .records import TYPE_OF_FLAG, Event, EventBatch, NSRecord, boot_ns, comm_text, events_of_rows
 
 Key = tuple[object, ...]
 
@@ -94,6 +95,8 @@ class Counters:
     by_comm: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
+_new = tuple.__new__  # a NamedTuple built without its Python-level __new__ (hot paths)
+
 CREATOR_COMMS = 50
 OTHER_COMM = "(other)"
 
@@ -114,6 +117,13 @@ class Replica:
         self.version = 0
         self.deferred = 0  # namespaces the last reconcile kept only because they were born after its scan
         self._comms: set[str] = set()  # creator commands with series of their own (Counters.by_comm)
+        # tombstones of namespaces that lived and died between two scans, as their records (``settle``); and, if ``keep_brief_lives``, their lifetimes as (type, created_ns list, destroyed_ns)
+        # for whoever keeps statistics and takes them (serve)
+        # (EventBatch, indexes of its records applied as events, how many others, destroyed_ns)
+        self.brief: deque[tuple[EventBatch, frozenset[int], int, int]] = deque()
+        self._brief_count = 0
+        self.keep_brief_lives = False
+        self.brief_lives: list[tuple[str, list[int], int]] = []
 
     # ------------------------------------------------------------------ lookups
 
@@ -136,16 +146,15 @@ class Replica:
 
     def lookup(self, type_: str | None = None, inum: int | None = None, ns_id: int | None = None) -> list[Namespace]:
         """Alive and tombstoned namespaces matching the query, alive first, newest tombstone first."""
-        out: list[Namespace] = []
-        for ns in [*self.alive.values(), *reversed(self.tombstones.values())]:
-            if ns_id is not None and ns.ns_id != ns_id:
-                continue
-            if inum is not None and ns.inum != inum:
-                continue
-            if type_ is not None and ns.type != type_:
-                continue
-            out.append(ns)
-        return out
+        def match(ns: Namespace) -> bool:
+            return ((ns_id is None or ns.ns_id == ns_id) and (inum is None or ns.inum == inum)
+                    and (type_ is None or ns.type == type_))
+
+        dead = [ns for ns in reversed(self.tombstones.values()) if match(ns)]
+        dead += [ns for ns in (self._brief_namespace(row, when) for row, when in self._brief_records()
+                               if (ns_id is None or row[1] == ns_id) and (inum is None or row[5] == inum)) if match(ns)]
+        dead.sort(key=lambda ns: ns.destroyed_ns or 0, reverse=True)  # stable: newest entry first on ties
+        return [ns for ns in self.alive.values() if match(ns)] + dead
 
     # ------------------------------------------------------------------ changes
 
@@ -177,20 +186,17 @@ class Replica:
         while len(tombstones) > self.tombstone_max:
             tombstones.popitem(last=False)
 
-    def _count_creator(self, type_: str, comm: str) -> None:
+    def _count_creator(self, type_: str, comm: str, n: int = 1) -> None:
         by_comm = self.counters.by_comm
         key = (type_, comm)
-        n = by_comm.get(key)
-        if n is not None:  # the common case: a command already counted for this type
-            by_comm[key] = n + 1
-            return
-        comms = self._comms
-        if comm not in comms:
-            if len(comms) >= CREATOR_COMMS:
-                key = (type_, OTHER_COMM)
-            else:
-                comms.add(comm)
-        by_comm[key] += 1
+        if key not in by_comm:
+            comms = self._comms
+            if comm not in comms:
+                if len(comms) >= CREATOR_COMMS:
+                    key = (type_, OTHER_COMM)
+                else:
+                    comms.add(comm)
+        by_comm[key] += n
 
     def _next_generation(self, type_: str, inum: int) -> int:
         g = self._generation.get((type_, inum), 0) + 1
@@ -199,48 +205,149 @@ class Replica:
 
     def apply(self, ev: Event) -> list[Change]:
         """Apply one lifecycle event; returns what changed (empty for duplicates and unknowns)."""
-        if ev.kind == "created":
-            return self._created(ev)
-        return self._destroyed(ev)
-
-    def _created(self, ev: Event) -> list[Change]:
         changes: list[Change] = []
-        creator = Creator(ev.pid, ev.tgid, ev.comm, ev.cgroup_id) if ev.tgid else None
-        type_, inum, ns_id = ev.type, ev.inum, ev.ns_id
-        cur = self.find_alive(type_, inum, ns_id)
-        if cur is not None:
+        (self.created if ev.kind == "created" else self.destroyed)(ev, changes)
+        return changes
+
+    def created(self, ev: Event, changes: list[Change]) -> None:
+        """Apply a ``created`` event, appending what changed to ``changes``.
+
+        The lifecycle hot path (thousands of calls a second under namespace churn): the lookups,
+        the insertion and the counting are written out here rather than called.
+        """
+        type_, inum, ns_id, ts = ev.type, ev.inum, ev.ns_id, ev.ts_ns
+        creator = _new(Creator, (ev.pid, ev.tgid, ev.comm, ev.cgroup_id)) if ev.tgid else None
+        tkey = (type_, inum)
+        key = self._by_id.get(ns_id) if ns_id is not None else None
+        if key is None:
+            key = self._by_inum.get(tkey)
+        if key is not None:
+            cur = self.alive[key]
             if ns_id is not None and cur.ns_id == ns_id:
                 if cur.learned_by == "scan":  # merge what the event knows
-                    cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
+                    cur.created_ns, cur.creator, cur.learned_by = ts, creator, ev.source
                     self.version += 1
                 else:
                     self.counters.duplicates += 1
-                return changes
+                return
             if cur.ns_id is None and ns_id is None and cur.learned_by == "scan":
-                cur.created_ns, cur.creator, cur.learned_by = ev.ts_ns, creator, ev.source
+                cur.created_ns, cur.creator, cur.learned_by = ts, creator, ev.source
                 self.version += 1
-                return changes
+                return
             # The kernel freed `cur` (its inum is being handed out again) and we missed the free.
             self.counters.reused_inums += 1
             self.counters.missed_destroys += 1
-            self._remove(cur, ev.ts_ns, "superseded")
-            changes.append(Change("destroyed", cur, "superseded"))
-        ns = Namespace(type_, inum, ns_id, self._next_generation(type_, inum), ev.owner_inum, ev.parent_inum,
-                       ev.ts_ns, ev.ts_ns, creator, ev.source)  # first seen = created; learned_by
-        self._insert(ns)
-        self.counters.created[type_] += 1
+            self._remove(cur, ts, "superseded")
+            changes.append(_new(Change, ("destroyed", cur, "superseded")))
+        generation = self._generation.get(tkey, 0) + 1
+        self._generation[tkey] = generation
+        ns = Namespace(type_, inum, ns_id, generation, ev.owner_inum, ev.parent_inum, ts, ts, creator, ev.source)
+        # _insert, written out
+        self.version += 1
+        key = ("id", ns_id) if ns_id is not None else ("gen", type_, inum, generation)
+        self.alive[key] = ns
+        self._by_inum[tkey] = key
+        self._by_any_inum[inum] = key
+        if ns_id is not None:
+            self._by_id[ns_id] = key
+        counters = self.counters
+        counters.created[type_] += 1
         if creator is not None:
-            self._count_creator(type_, creator.comm)
-        changes.append(Change("created", ns, "event"))
-        return changes
+            ckey = (type_, creator.comm)
+            n = counters.by_comm.get(ckey)
+            if n is None:
+                self._count_creator(type_, creator.comm)
+            else:
+                counters.by_comm[ckey] = n + 1
+        changes.append(_new(Change, ("created", ns, "event")))
 
-    def _destroyed(self, ev: Event) -> list[Change]:
+    def destroyed(self, ev: Event, changes: list[Change]) -> None:
+        """Apply a ``destroyed`` event, appending what changed to ``changes``."""
         cur = self.find_alive(ev.type, ev.inum, ev.ns_id)
         if cur is None or (ev.ns_id is not None and cur.ns_id not in (None, ev.ns_id)):
             self.counters.unknown_destroys += 1
-            return []
+            return
         self._remove(cur, ev.ts_ns, "event")
-        return [Change("destroyed", cur, "event")]
+        changes.append(_new(Change, ("destroyed", cur, "event")))
+
+    def settle(self, batch: EventBatch, alive_ids: AbstractSet[int], scan_start_ns: int) -> tuple[list[Change], int]:
+        """Apply creations held back until a complete scan (``Tracker(defer_creations=True)``).
+
+        ``batch``: ``created`` events that carry an ns_id, in ring order; ``alive_ids``: the ns_ids the
+        scan found. An event whose namespace the scan found, or that came after the scan began, is
+        applied as it would have been at once. The others lived and died between two scans (under
+        namespace churn nearly all of them): counted as created and as destroyed (found by a rescan,
+        as their frees are in this mode), never entered as alive, their records kept among the
+        tombstones (``brief``: made into entries only when ``lookup`` asks) and their lifetimes given
+        to ``brief_lives``. Column-wise: no Python object per event for these.
+
+        Returns the changes (of the events applied) and how many lived and died between scans.
+        """
+        n = len(batch)
+        if not n:
+            return [], 0
+        ids, ts, flags = batch.ns_id, batch.ts, batch.flag
+        lo = min(ids)  # ns_ids only grow: alive ones below the batch's smallest are not in it
+        wanted = {a for a in alive_ids if a >= lo}
+        live = {i for i, nid in enumerate(ids) if nid in wanted} if wanted else set()  # applied as events
+        if max(ts) >= scan_start_ns:
+            live.update(i for i, t in enumerate(ts) if t >= scan_start_ns)
+        changes: list[Change] = []
+        for ev in events_of_rows([batch.row(i) for i in sorted(live)]):
+            self.created(ev, changes)
+        dead = n - len(live)
+        if not dead:
+            return changes, 0
+        names, counters = TYPE_OF_FLAG, self.counters
+        # counted over every record, then corrected for those applied as events or without a creator
+        per_type = Counter(flags)
+        comm = batch.same_comm()
+        by_comm = Counter({(f, comm): k for f, k in per_type.items()}) if comm else Counter(zip(flags, batch.comms()))
+        no_creator = [i for i, tgid in enumerate(batch.tgid) if not tgid] if 0 in batch.tgid else []
+        for i in live.union(no_creator):
+            if i in live:
+                per_type[flags[i]] -= 1
+            by_comm[flags[i], batch.comm(i)] -= 1
+        for flag, k in per_type.items():
+            if k:
+                counters.created[names[flag]] += k
+                counters.destroyed[names[flag]] += k
+        for (flag, c), k in by_comm.items():
+            if k > 0:
+                self._count_creator(names[flag], comm_text(c), k)
+        counters.missed_destroys += dead
+        if self.keep_brief_lives:
+            born: dict[int, list[int]] = {f: [] for f in per_type}
+            add = {f: b.append for f, b in born.items()}
+            for f, t in zip(flags, ts):
+                add[f](t)
+            for i in live:
+                born[flags[i]].remove(ts[i])
+            self.brief_lives += [(names[f], b, scan_start_ns) for f, b in born.items() if b]
+        brief = self.brief
+        brief.append((batch, frozenset(live), dead, scan_start_ns))
+        self._brief_count += dead
+        while brief and self._brief_count - brief[0][2] >= self.tombstone_max:
+            self._brief_count -= brief.popleft()[2]
+        self.version += 1
+        return changes, dead
+
+    def _brief_records(self) -> Iterator[tuple[tuple, int]]:
+        """(EVENT tuple, destroyed_ns) of the newest ``tombstone_max`` brief tombstones, newest first."""
+        left = self.tombstone_max
+        for batch, live, _, when in reversed(self.brief):
+            for i in range(len(batch) - 1, -1, -1):
+                if i not in live:
+                    if left <= 0:
+                        return
+                    left -= 1
+                    yield batch.row(i), when
+
+    def _brief_namespace(self, row: tuple, destroyed_ns: int) -> Namespace:
+        ev = events_of_rows([row])[0]
+        creator = _new(Creator, (ev.pid, ev.tgid, ev.comm, ev.cgroup_id)) if ev.tgid else None
+        return Namespace(ev.type, ev.inum, ev.ns_id, 0, ev.owner_inum, ev.parent_inum, ev.ts_ns, ev.ts_ns, creator,
+                         ev.source, destroyed_ns, "rescan")
 
     def reconcile(
         self,
@@ -307,6 +414,11 @@ class Replica:
         """Drop tombstones older than ``tombstone_seconds``; returns how many."""
         limit = now_ns - int(self.tombstone_seconds * 1e9)
         dropped = 0
+        brief = self.brief
+        while brief and brief[0][3] < limit:
+            gone = brief.popleft()[2]
+            self._brief_count -= gone
+            dropped += gone
         while self.tombstones:
             key, ns = next(iter(self.tombstones.items()))
             if ns.destroyed_ns is not None and ns.destroyed_ns < limit:

@@ -57,6 +57,7 @@ class NstrackCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         svc = self.service
         now = time.time()
+        svc.catch_up()
         with svc.lock:
             replica = svc.tracker.replica
             alive = Counter(ns.type for ns in replica.alive.values())

@@ -36,7 +36,7 @@ def fake_service(per_namespace: bool = False, limit: int = 1000) -> SimpleNamesp
     stats = SimpleNamespace(events=7, lost_events=2, rescans=5, rescans_for_loss=1, last_scan=None, attached=["a", "b"])
     tracker = SimpleNamespace(replica=replica, stats=stats, free_latency_bound=2.0)
     return SimpleNamespace(
-        lock=threading.RLock(), tracker=tracker, entries=entries, entries_complete=True, lifetimes=lifetimes,
+        lock=threading.RLock(), tracker=tracker, catch_up=lambda: None, entries=entries, entries_complete=True, lifetimes=lifetimes,
         holder_scan_seconds=0.004, health=lambda: (True, "ok"), mode="tracepoint", started_at=1.0,
         findings=SimpleNamespace(kernel="6.18.44", libbpf="1.1"),
         config=Config(per_namespace_metrics=per_namespace, per_namespace_limit=limit),

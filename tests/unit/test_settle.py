@@ -1,0 +1,123 @@
+"""Creations held back until a rescan (Replica.settle, EventBatch): the same answers as applying each
+event at once and reconciling with the scan, without a kernel."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from nstrack.kernel.bpfsys import uniform_stride
+from nstrack.model.records import EVENT, EventBatch, NSRecord, decode_event
+from nstrack.model.replica import Replica
+from nstrack.service import LIFETIME_BUCKETS, Lifetimes
+
+UTS, NET = 0x04000000, 0x40000000
+HEADER = struct.pack("<II", EVENT.size, 0)
+
+
+def raw(ts: int, ns_id: int, flag: int, inum: int, tgid: int = 100, comm: bytes = b"churn") -> bytes:
+    return EVENT.pack(ts, ns_id, 9, 1, flag, inum, 4026531837, 0, tgid, tgid, 6, comm)  # created, by unshare
+
+
+def batch(raws: list[bytes]) -> EventBatch:
+    return EventBatch(b"".join(HEADER + r for r in raws))
+
+
+# 12 creations: ns_ids 1..12 at 1..12 s, uts and net in turn, two commands, one without a creator
+RAWS = [raw(i * 10**9, i, UTS if i % 2 else NET, 4026532000 + i, tgid=0 if i == 7 else 100 + i % 3,
+            comm=b"ip" if i % 3 == 0 else b"runc") for i in range(1, 13)]
+ALIVE = {3, 8}  # what the scan found of them (besides older namespaces)
+START = int(11.5e9)  # the scan began after the 11th: the 12th is too young to be judged
+SCAN = [NSRecord("uts", 4026531838, 1000, 0, 0, None)] + [
+    NSRecord("net" if i % 2 == 0 else "uts", 4026532000 + i, i, 4026531837, 0, None) for i in sorted(ALIVE)]
+
+
+def immediate() -> Replica:
+    r = Replica()
+    r.reconcile(SCAN[:1], 0, startup=True)
+    for x in RAWS:
+        r.apply(decode_event(x))
+    r.reconcile(SCAN, START)
+    return r
+
+
+def deferred(tombstone_max: int = 10_000) -> tuple[Replica, list, int]:
+    r = Replica(tombstone_max=tombstone_max)
+    r.keep_brief_lives = True
+    r.reconcile(SCAN[:1], 0, startup=True)
+    changes, dead = r.settle(batch(RAWS), {n.ns_id for n in SCAN}, START)
+    r.reconcile(SCAN, START)
+    return r, changes, dead
+
+
+def test_batch_columns_are_the_records() -> None:
+    b = batch(RAWS)
+    assert len(b) == 12 and uniform_stride(b.data) == EventBatch.STRIDE
+    for i, x in enumerate(RAWS):
+        ts, ns_id, _cg, kind, flag, _inum, _o, _p, _pid, tgid, src, comm = EVENT.unpack(x)
+        assert b.row(i) == EVENT.unpack(x)
+        assert (b.ts[i], b.ns_id[i], b.kind[i], b.flag[i], b.tgid[i], b.src[i]) == (ts, ns_id, kind, flag, tgid, src)
+        assert b.comm(i) == comm == b.comms()[i]
+    assert b.same_comm() is None
+    assert batch([raw(1, 1, UTS, 5)] * 3).same_comm() == raw(1, 1, UTS, 5)[-16:]
+    with pytest.raises(ValueError):
+        EventBatch(b"x" * 81)
+
+
+def test_settle_counts_and_keeps_what_applying_each_event_would() -> None:
+    a = immediate()
+    b, _, dead = deferred()
+    assert dead == 9  # 12 made, 2 alive, 1 too young to judge
+    for name in ("created", "destroyed", "by_comm"):
+        assert getattr(b.counters, name) == getattr(a.counters, name), name
+    assert b.counters.missed_destroys == a.counters.missed_destroys == 9
+    assert {k: (n.inum, n.creator, n.created_ns, n.learned_by) for k, n in b.alive.items()} == \
+        {k: (n.inum, n.creator, n.created_ns, n.learned_by) for k, n in a.alive.items()}
+    assert sorted(n.ns_id for n in b.alive.values()) == [3, 8, 12, 1000]
+
+    def dead_view(r: Replica) -> list[tuple[object, ...]]:
+        return sorted((n.type, n.inum, n.ns_id, n.creator, n.created_ns, n.destroyed_ns, n.destroyed_by, n.alive)
+                      for n in r.lookup() if not n.alive)
+
+    assert dead_view(b) == dead_view(a)
+    [seven] = b.lookup(inum=4026532007)
+    assert seven.creator is None and seven.destroyed_by == "rescan" and seven.destroyed_ns == START
+
+
+def test_settle_changes_are_those_of_the_events_applied() -> None:
+    _, changes, _ = deferred()
+    assert [(c.kind, c.ns.ns_id, c.via) for c in changes] == [("created", 3, "event"), ("created", 8, "event"),
+                                                              ("created", 12, "event")]
+
+
+def test_brief_tombstones_are_bounded_in_number_and_time() -> None:
+    r, _, _ = deferred(tombstone_max=4)
+    assert [n.ns_id for n in r.lookup() if not n.alive] == [11, 10, 9, 7]  # the newest 4, newest first
+    r.settle(batch([raw(20 * 10**9 + i, 100 + i, UTS, 4026533000 + i) for i in range(3)]), set(), 21 * 10**9)
+    assert [n.ns_id for n in r.lookup() if not n.alive] == [102, 101, 100, 11]
+    assert r.lookup(ns_id=9) == []
+    assert r.expire(now_ns=int(21.5e9)) == 0
+    r.tombstone_seconds = 5.0
+    assert r.expire(now_ns=20 * 10**9) == 9  # the first batch's, destroyed at 11.5 s
+    assert [n.ns_id for n in r.lookup() if not n.alive] == [102, 101, 100]
+
+
+def test_brief_lifetimes_match_observing_each() -> None:
+    r, _, _ = deferred()
+    one, many = Lifetimes(), Lifetimes()
+    for type_, born, died in r.brief_lives:
+        many.observe_many(type_, born, died)
+        for b in born:
+            one.observe(type_, max(0.0, (died - b) / 1e9))
+    assert sum(many.counts.values()) == 9
+    assert many.buckets == one.buckets and many.counts == one.counts
+    assert many.sums.keys() == one.sums.keys()
+    assert all(abs(many.sums[t] - one.sums[t]) < 1e-6 for t in one.sums)
+    assert len(next(iter(many.buckets.values()))) == len(LIFETIME_BUCKETS)
+
+
+def test_brief_lifetimes_are_kept_only_when_asked() -> None:
+    r = Replica()
+    r.settle(batch(RAWS), set(), START)
+    assert r.brief_lives == [] and r.counters.missed_destroys == 11
