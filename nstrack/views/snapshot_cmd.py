@@ -25,8 +25,12 @@ class ScanError(Exception):
     pass
 
 
-def scan_now(mode: str | None, cache: bool = True) -> Scan:
+def scan_now(mode: str | None, cache: bool = True, holders: bool = True) -> Scan:
     """Scan now with holders (``mode='procfs'`` scans /proc without BPF).
+
+    ``holders=False`` (`ls` without the HOLDERS column): where the kernel's namespace lists enumerate
+    every namespace (6.18+), no nsfs fds, sockets or bind mounts are read; elsewhere they are, since
+    they find the namespaces that only they hold.
 
     With ``cache`` (the default; ``--no-cache`` or NSTRACK_NO_CACHE=1 turn it off) the scan programs
     stay pinned in bpffs (/sys/fs/bpf/nstrack/scan-*; 6.18+: a 4 MiB ring too) after the first run, and
@@ -48,18 +52,18 @@ def scan_now(mode: str | None, cache: bool = True) -> Scan:
         if path is not None:
             try:
                 with PinnedScanner(path) as pinned:
-                    scan = pinned.scan(holders=True)
+                    scan = pinned.scan(holders=holders or not pinned.has_lists)
                 if scan.complete or scan.method != "ns-lists" or not pinned.lost_total:
                     return scan
                 # more namespaces than the pinned ring holds: once more, unpinned, with room for all
             except OSError:  # nothing pinned yet, or not usable (BPFError is one too): load, then pin
                 with Scanner(PINNED_RING_BYTES) as scanner:
-                    scan = scanner.scan(holders=True)
+                    scan = scanner.scan(holders=holders or not scanner.has_lists)
                     scanner.pin(path)
                 if scan.complete or not scanner.lost_total:
                     return scan
         with Scanner(PINNED_RING_BYTES * 8 if path is not None else 1 << 23) as scanner:
-            return scanner.scan(holders=True)
+            return scanner.scan(holders=holders or not scanner.has_lists)
     except BPFError as exc:
         from ..kernel.host import effective_caps, missing_bpf_caps
 
@@ -173,7 +177,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 return 0
             rs = [{c: r[c.lower()] for c in columns} for r in json.loads(text)["namespaces"]]
         else:
-            scan = scan_now(args.mode, not args.no_cache)
+            scan = scan_now(args.mode, not args.no_cache, holders="HOLDERS" in columns)
             complete, reasons = scan.complete, scan.incomplete_reasons
             rs = scan_rows(scan.namespaces, scan.tasks, scan.files, scan.mounts, columns, types, args.orphaned)
     except ScanError as exc:
