@@ -33,9 +33,6 @@
 const volatile __u32 walk_max = 1 << 20;
 
 __u64 lost_events = 0;   /* events the `events` ring buffer had no room for */
-__u64 lost_scan = 0;     /* scan records `scan_rb` had no room for: that scan is incomplete */
-__u64 scan_walked = 0;   /* namespaces the last walk visited (0 when the kernel has no lists) */
-__u32 scan_has_lists = 0; /* 1 when this kernel has the 6.18+ namespace lists */
 
 /* Referenced so that the records' layouts land in the object's BTF (tests/unit/test_records.py). */
 struct ns_event *unused_ns_event __attribute__((unused));
@@ -544,7 +541,7 @@ struct walk_ctx {
 struct walk_sum {
 	__u64 digest;
 	__u64 count; /* bit 63: the walk was cut short (walk_max) */
-	__u64 lost;  /* records scan_rb had no room for (this walk's share of lost_scan) */
+	__u64 lost;  /* records scan_rb had no room for: that scan is incomplete */
 };
 
 static __always_inline int has_ns_lists(void)
@@ -578,7 +575,6 @@ static __always_inline void walk_visit(struct walk_ctx *w, struct ns_common *ns)
 		return;
 	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
 	if (!r) {
-		__sync_fetch_and_add(&lost_scan, 1);
 		w->lost++;
 		return;
 	}
@@ -591,7 +587,6 @@ static __always_inline void walk_visit(struct walk_ctx *w, struct ns_common *ns)
 	r->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
 	r->owner_ns_id = owner ? BPF_CORE_READ(owner, ns.ns_id) : 0;
 	bpf_ringbuf_submit(r, 0);
-	__sync_fetch_and_add(&scan_walked, 1);
 }
 
 static long walk_step(__u64 index, struct walk_ctx *w)
@@ -624,11 +619,8 @@ static __always_inline void walk_type(struct ns_common *start, __u32 type, __u32
 	w.emit = emit;
 	walk_visit(&w, start); /* the start namespace itself */
 	bpf_loop(walk_max, walk_step, &w, 0);
-	if (!w.done) { /* walk_max reached: incomplete (and a digest never to trust) */
-		if (emit)
-			__sync_fetch_and_add(&lost_scan, 1);
+	if (!w.done) /* walk_max reached: incomplete (and a digest never to trust) */
 		sum->count |= 1ULL << 63;
-	}
 	sum->digest = (sum->digest ^ w.digest) * 0x100000001b3ULL;
 	sum->count += w.count;
 	sum->lost += w.lost;
@@ -647,9 +639,6 @@ static __always_inline void walk_all(struct bpf_iter__task *ctx, __u32 emit)
 	nsp = BPF_CORE_READ(t, nsproxy);
 	if (!has_ns_lists() || !nsp)
 		return;
-	if (emit)
-		scan_walked = 0;
-	scan_has_lists = 1;
 	walk_type(NS_OF(BPF_CORE_READ(nsp, net_ns), struct net), CLONE_NEWNET, emit, &sum);
 	walk_type(NS_OF(BPF_CORE_READ(nsp, mnt_ns), struct mnt_namespace), CLONE_NEWNS, emit, &sum);
 	walk_type(NS_OF(BPF_CORE_READ(nsp, uts_ns), struct uts_namespace), CLONE_NEWUTS, emit, &sum);
@@ -666,8 +655,8 @@ static __always_inline void walk_all(struct bpf_iter__task *ctx, __u32 emit)
  * digest to the iterator's output. A program of its own because it uses bpf_loop with a callback:
  * kernels before 5.13 reject any object whose func_info lists a callback subprogram ("number of funcs
  * in func_info doesn't match number of subprogs"), even in dead code, so Python loads the object with
- * it first and again without it when refused; before 6.18 it loads but leaves scan_has_lists at 0 (no
- * namespace lists), and Python drops it.
+ * it first and again without it when refused; before 6.18 it loads but writes nothing (no namespace
+ * lists: its output is empty instead of a walk_sum), and Python drops it.
  */
 SEC("iter/task")
 int scan_lists(struct bpf_iter__task *ctx)
