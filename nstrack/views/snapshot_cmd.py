@@ -161,7 +161,7 @@ def rows_from_server(url: str, columns: list[str], types: set[str] | None,
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .table import DEFAULT_COLUMNS, json_text, parse_columns, render, scan_rows
+    from .table import DEFAULT_COLUMNS, json_columns, parse_columns, render, scan_columns
 
     try:
         columns = parse_columns(args.output) if args.output else DEFAULT_COLUMNS
@@ -176,17 +176,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 print(text)
                 return 0
             rs = [{c: r[c.lower()] for c in columns} for r in json.loads(text)["namespaces"]]
+            cols = {c: [r[c] for r in rs] for c in columns}
         else:
             scan = scan_now(args.mode, not args.no_cache, holders="HOLDERS" in columns)
             complete, reasons = scan.complete, scan.incomplete_reasons
-            rs = scan_rows(scan.namespaces, scan.tasks, scan.files, scan.mounts, columns, types, args.orphaned)
+            cols = scan_columns(scan.namespaces, scan.tasks, scan.files, scan.mounts, columns, types, args.orphaned)
     except ScanError as exc:
         print(f"nstrack ls: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json_text(rs, columns))
+        print(json_columns(cols, columns))
     else:
-        print(render(rs, columns))
+        print(render([dict(zip(columns, vals)) for vals in zip(*(cols[c] for c in columns))], columns))
         if not complete:
             print(f"(incomplete: {'; '.join(reasons)})", file=sys.stderr)
     return 0

@@ -120,15 +120,35 @@ def _json_value(v: Any) -> str:
 
 
 def json_text(rs: list[dict[str, Any]], columns: list[str]) -> str:
-    """Like lsns --json: {"namespaces": [...]}, one object per line. Written with one template per
-    row (values are ints, str, bool or None): 2.5 times faster than json.dumps per row at 10k rows;
-    tests/unit keep it equal to json.dumps."""
-    get = itemgetter(*columns)
-    one = len(columns) == 1
-    line = "  {" + ", ".join(f'"{c.lower()}": %s' for c in columns) + "}"
-    body = ",\n".join(line % ((_json_value(get(r)),) if one else tuple(map(_json_value, get(r)))) for r in rs)
-    return '{"namespaces": [\n' + body + ("\n" if body else "") + "]}"
+    """Like lsns --json: {"namespaces": [...]}, one object per line (see ``json_columns``)."""
+    return json_columns({c: [r[c] for r in rs] for c in columns}, columns)
 
+
+_INT_COLUMNS = {"NS", "NPROCS"}  # always an int
+_NULLABLE_INT_COLUMNS = {"PID", "NSID"}
+_BOOL_COLUMNS = {"ORPHANED"}
+_NAME_COLUMNS = {"TYPE"}  # a namespace type's name: nothing to escape
+
+
+def json_columns(cols: dict[str, list[Any]], columns: list[str]) -> str:
+    """``json_text`` of rows given column by column (``scan_columns``): each column converted as a whole
+    (strings escaped once per distinct value: users and commands repeat), then one template per row;
+    tests/unit keep it equal to json.dumps."""
+    conv: list[list[Any]] = []
+    for c in columns:
+        v = cols[c]
+        if c in _INT_COLUMNS or c in _NAME_COLUMNS:
+            conv.append(v)
+        elif c in _NULLABLE_INT_COLUMNS:
+            conv.append(["null" if x is None else x for x in v])
+        elif c in _BOOL_COLUMNS:
+            conv.append(["true" if x else "false" for x in v])
+        else:
+            done: dict[Any, str] = {None: "null"}
+            conv.append([done[x] if x in done else done.setdefault(x, _json_value(x)) for x in v])
+    line = "  {" + ", ".join(f'"{c.lower()}": ' + ('"%s"' if c in _NAME_COLUMNS else "%s") for c in columns) + "}"
+    body = ",\n".join(map(line.__mod__, zip(*conv)))
+    return '{"namespaces": [\n' + body + ("\n" if body else "") + "]}"
 
 
 def scan_rows(
@@ -140,10 +160,25 @@ def scan_rows(
     types: set[str] | None = None,
     orphaned_only: bool = False,
 ) -> list[dict[str, Any]]:
-    """``rows(aggregate(...), columns)`` for a one-shot scan (no replica), without building a
-    holder object per (namespace, task): `ls` only needs counts and each namespace's lowest member.
-    A process is placed in each namespace once, by the first of its tasks there, as ``aggregate``
-    does. tests/unit/test_snapshot.py keeps the two equal."""
+    """``rows(aggregate(...), columns)`` for a one-shot scan (no replica), with the given columns.
+    tests/unit/test_snapshot.py keeps the two equal."""
+    cols = scan_columns(namespaces, tasks, files, mounts, columns, types, orphaned_only)
+    return [dict(zip(columns, vals)) for vals in zip(*(cols[c] for c in columns))]
+
+
+def scan_columns(
+    namespaces: list[NSRecord],
+    tasks: list[TaskRecord],
+    files: list[FileRecord],
+    mounts: list[MountRecord],
+    columns: list[str],
+    types: set[str] | None = None,
+    orphaned_only: bool = False,
+) -> dict[str, list[Any]]:
+    """The ``columns`` of `ls` for a one-shot scan (no replica), column by column: no holder object per
+    (namespace, task) and no dict per row (`ls` only needs counts and each namespace's lowest member;
+    20k rows). A process is placed in each namespace once, by the first of its tasks there, as
+    ``aggregate`` does."""
     # per (type, inum): [processes holding it, members, lowest member, other live (for_children), lowest]
     st: dict[tuple[str, int], list[Any]] = {}
     first: dict[int, tuple[int, ...]] = {}  # tgid -> namespaces of its first task seen
@@ -180,12 +215,62 @@ def scan_rows(
             if inum and inum not in done:
                 done.add(inum)
                 _place(st, (type_, inum), t, "zombie" if exited else ROLE[fname])
+    want = set(columns)
+    # rows in type order, then by inode number; filtered by type
+    buckets: dict[str, list[NSRecord]] = {t: [] for t in TYPE_NAMES}
+    for r in namespaces:
+        b = buckets.get(r.type)
+        if b is None:
+            b = buckets[r.type] = []
+        b.append(r)
+    by_inum = itemgetter(1)
+    srt = [r for t, b in buckets.items() if not types or t in types for r in sorted(b, key=by_inum)]
+    none = (0, 0, None, 0, None)
+    stget = st.get
+    counts = [stget(r[:2], none) for r in srt]  # NSRecord[:2] is (type, inum)
+    if orphaned_only:
+        keep = [i for i, g in enumerate(counts) if not g[1] and not g[3]]
+        srt, counts = [srt[i] for i in keep], [counts[i] for i in keep]
+    out: dict[str, list[Any]] = {}
+    if "NS" in want:
+        out["NS"] = [r.inum for r in srt]
+    if "TYPE" in want:
+        out["TYPE"] = [r.type for r in srt]
+    if "ORPHANED" in want:
+        out["ORPHANED"] = [not g[1] and not g[3] for g in counts]
+    if want & {"NPROCS", "PID", "USER", "COMMAND"}:
+        # members; else *_for_children holders stand in for them
+        nprocs = [g[1] or g[3] for g in counts]
+        lowest = [g[2] if g[1] else g[4] if g[3] else None for g in counts]
+        if "NPROCS" in want:
+            out["NPROCS"] = nprocs
+        if "PID" in want:
+            out["PID"] = [t.tgid if t else None for t in lowest]
+        if "USER" in want:
+            out["USER"] = [user_name(t.uid) if t else None for t in lowest]
+        if "COMMAND" in want:
+            out["COMMAND"] = [t.comm if t else None for t in lowest]
+    if "NSID" in want:
+        out["NSID"] = [r.ns_id for r in srt]
+    if "NAME" in want:
+        out["NAME"] = [f"{r.type}:[{r.inum}]" for r in srt]
+    if "OWNER" in want:
+        out["OWNER"] = [f"user:[{r.owner_inum}]" if r.owner_inum else None for r in srt]
+    if "CREATOR" in want:
+        out["CREATOR"] = [None] * len(srt)
+    if "HOLDERS" in want:
+        out["HOLDERS"] = _holders_column(srt, counts, namespaces, files, mounts)
+    return out
+
+
+def _holders_column(srt: list[NSRecord], counts: list[Any], namespaces: list[NSRecord], files: list[FileRecord],
+                    mounts: list[MountRecord]) -> list[str]:
     fds: dict[tuple[str, int], int] = {}
     socks: dict[tuple[str, int], int] = {}
     for f in files:
-        counts = fds if f.kind == "nsfs" else socks if f.kind == "socket" else None
-        if counts is not None:
-            counts[(f.type, f.inum)] = counts.get((f.type, f.inum), 0) + 1
+        tally = fds if f.kind == "nsfs" else socks if f.kind == "socket" else None
+        if tally is not None:
+            tally[(f.type, f.inum)] = tally.get((f.type, f.inum), 0) + 1
     bound: dict[tuple[str, int], int] = {}
     for m in mounts:
         bound[(m.type, m.inum)] = bound.get((m.type, m.inum), 0) + 1
@@ -195,46 +280,12 @@ def scan_rows(
             children[("user", r.owner_inum)] = children.get(("user", r.owner_inum), 0) + 1
         if r.type == "pid" and r.parent_inum:
             children[("pid", r.parent_inum)] = children.get(("pid", r.parent_inum), 0) + 1
-
-    want_holders = "HOLDERS" in columns
-    order = {t: i for i, t in enumerate(TYPE_NAMES)}
-    out: list[dict[str, Any]] = []
-    none = (0, 0, None, 0, None)
-    for r in sorted(namespaces, key=lambda r: (order.get(r.type, 99), r.inum)):
-        type_, inum = r.type, r.inum
-        if types and type_ not in types:
-            continue
-        key = (type_, inum)
-        held, n_members, first_member, n_other, first_other = st.get(key, none)
-        orphaned = not n_members and not n_other
-        if orphaned_only and not orphaned:
-            continue
-        if n_members:
-            nprocs, lowest = n_members, first_member
-        elif n_other:  # only *_for_children holders: they stand in for members
-            nprocs, lowest = n_other, first_other
-        else:
-            nprocs, lowest = 0, None
-        holders = "kernel"
-        if want_holders:
-            parts = [f"{k}:{n}" for k, n in (("tasks", held), ("fd", fds.get(key, 0)),
-                                              ("mount", bound.get(key, 0)), ("sock", socks.get(key, 0)),
-                                              ("child", children.get(key, 0))) if n]
-            holders = ",".join(parts) or "kernel"
-        out.append({
-            "NS": inum,
-            "TYPE": type_,
-            "NPROCS": nprocs,
-            "PID": lowest.tgid if lowest else None,
-            "USER": user_name(lowest.uid) if lowest else None,
-            "COMMAND": lowest.comm if lowest else None,
-            "HOLDERS": holders,
-            "ORPHANED": orphaned,
-            "NSID": r.ns_id,
-            "NAME": f"{type_}:[{inum}]",
-            "OWNER": f"user:[{r.owner_inum}]" if r.owner_inum else None,
-            "CREATOR": None,
-        })
+    out = []
+    for r, g in zip(srt, counts):
+        key = r[:2]
+        parts = [f"{k}:{n}" for k, n in (("tasks", g[0]), ("fd", fds.get(key, 0)), ("mount", bound.get(key, 0)),
+                                          ("sock", socks.get(key, 0)), ("child", children.get(key, 0))) if n]
+        out.append(",".join(parts) or "kernel")
     return out
 
 
