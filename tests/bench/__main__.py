@@ -128,6 +128,8 @@ def main() -> int:
     findings = investigate()
     # NSTRACK_BENCH_MODES=fentry,kprobe,tracepoint measures each mode in turn (the VM matrix does)
     modes = [m for m in os.environ.get("NSTRACK_BENCH_MODES", "").split(",") if m] or [findings.decision.mode]
+    # serve's tracker, watch's (they differ only where serve defers creations: tracepoint mode on 6.18+)
+    configs = [c for c in os.environ.get("NSTRACK_BENCH_CONFIGS", "serve,watch").split(",") if c]
     result = {
         "kernel": os.uname().release,
         "mode": findings.decision.mode,
@@ -139,7 +141,7 @@ def main() -> int:
             "watch": "as `nstrack watch` runs it: every event applied to the replica at once",
         },
         "results": [{**measure(kind, mode, config), "mode": mode}
-                    for mode in modes for kind in ("churn", "fork") for config in ("serve", "watch")],
+                    for mode in modes for kind in ("churn", "fork") for config in configs],
     }
     for r in result["results"]:
         r["target"] = result["targets"][r["workload"]]
