@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -40,15 +40,15 @@ class Lifetimes:
         self.sums[type_] += seconds
         self.counts[type_] += 1
 
-    def observe_many(self, type_: str, born_ns: list[int], died_ns: int) -> None:
-        """Namespaces of one type created at ``born_ns`` (CLOCK_BOOTTIME ns) and destroyed at ``died_ns``:
-        as many ``observe`` calls, counted per bucket by bisection (lifetime <= le: born >= died - le)."""
-        born = sorted(min(b, died_ns) for b in born_ns)
-        n = len(born)
+    def observe_many(self, type_: str, lifetimes_ns: list[int]) -> None:
+        """Many lifetimes of one type (in ns) at once: as many ``observe`` calls, counted per bucket by
+        bisection."""
+        lives = sorted(max(0, x) for x in lifetimes_ns)
+        n = len(lives)
         b = self.buckets.setdefault(type_, [0] * len(LIFETIME_BUCKETS))
         for i, le in enumerate(LIFETIME_BUCKETS):
-            b[i] += n if le == float("inf") else n - bisect_left(born, died_ns - le * 1e9)
-        self.sums[type_] += (died_ns * n - sum(born)) / 1e9
+            b[i] += bisect_right(lives, le * 1e9)
+        self.sums[type_] += sum(lives) / 1e9
         self.counts[type_] += n
 
 
@@ -117,8 +117,8 @@ class Service:
         brief = self.tracker.replica.brief_lives
         if brief:
             self.tracker.replica.brief_lives = []
-            for type_, born, died in brief:
-                self.lifetimes.observe_many(type_, born, died)
+            for type_, lives in brief:
+                self.lifetimes.observe_many(type_, lives)
 
     def catch_up(self) -> None:
         """Bring the replica up to date before a read (creations may wait for a rescan: Tracker)."""

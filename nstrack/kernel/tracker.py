@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    EV_CREATED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, check_rows, events_of_rows,
+    EV_CREATED, EV_DESTROYED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, check_rows, events_of_rows,
 )
-from ..model.replica import Change, Replica
+from ..model.replica import Change, Replica, pair_events
 from . import hooks
 from .bpfsys import parse_ring_rows, uniform_stride
 from .libbpf import BPFObject, RingBuffer
@@ -169,7 +169,11 @@ class Tracker:
         # from the kernel with nothing applied since needs no reconcile
         self._reconciled: tuple[list[NSRecord], set[str], int] | None = None
         self.defer_creations = defer_creations
-        self._defer: tuple[set[int], set[int]] | None = None  # (type flags, sources) deferred, once started
+        # once started: "scan" (creations wait for the next rescan), "events" (each drain's events are
+        # applied together, pairs of a creation and its free only counted), or None; and the
+        # (kind, type flag, source) of the events that may wait
+        self._defer: str | None = None
+        self._defer_ok: set[tuple[int, int, int]] = set()
         self._deferred: list[bytes] = []  # ring spans of creation events waiting for the next rescan
         self._deferred_count = 0
 
@@ -188,10 +192,17 @@ class Tracker:
         changes = self.drain()
         changes += self.rescan(startup=True)
         changes += self.drain()
-        if (self.defer_creations and self.scanner is not None and self.scanner.has_lists
-                and set(self.plan.rescan_types) == set(TYPE_NAMES)):
+        if not self.defer_creations or self.scanner is None:
+            return changes
+        if self.scanner.has_lists and set(self.plan.rescan_types) == set(TYPE_NAMES):
             flags = {flag for flag, t in TYPE_OF_FLAG.items() if t in self.plan.rescan_types}
-            self._defer = (flags, {n for n, src in SOURCES.items() if src in TASK_SOURCES})
+            self._defer = "scan"
+            self._defer_ok = {(EV_CREATED, f, src) for f in flags for src, name in SOURCES.items()
+                              if name in TASK_SOURCES}
+        elif not self.plan.rescan_types and all("any" in a for a in self.plan.event_types.values()):
+            self._defer = "events"  # every type by its create and free hooks
+            self._defer_ok = {(kind, f, src) for kind in (EV_CREATED, EV_DESTROYED) for f in TYPE_OF_FLAG
+                              for src in SOURCES} | {(EV_DESTROYED, 0, src) for src in SOURCES}
         return changes
 
     def _load(self) -> None:
@@ -232,14 +243,15 @@ class Tracker:
         """One span of ring records (``RingBuffer.read_spans``): kept for the next rescan if it holds only
         creations that may wait (``defer_creations``), otherwise applied now, after whatever waits."""
         if self._defer is not None and uniform_stride(span) == EventBatch.STRIDE:
-            flags, sources = self._defer
             w32 = array("I", span)
             n = len(span) // EventBatch.STRIDE
-            if (set(w32[8::20]) == {EV_CREATED} and set(w32[9::20]) <= flags and set(w32[15::20]) <= sources
-                    and 0 not in array("Q", span)[2::10]):  # kind, type flag, source, ns_id (EventBatch)
+            # (kind, type flag, source) of every record (the columns of EventBatch); with "scan", an ns_id
+            if (set(zip(w32[8::20], w32[9::20], w32[15::20])) <= self._defer_ok
+                    and (self._defer == "events" or 0 not in array("Q", span)[2::10])):
                 self._deferred.append(span)
                 self._deferred_count += n
-                self.stats.events += n
+                if self._defer == "scan":
+                    self.stats.events += n  # (with "events", counted when applied)
                 return
         if self._deferred:
             self._undefer(self._pending)
@@ -276,8 +288,23 @@ class Tracker:
         return batch
 
     def _undefer(self, changes: list[Change]) -> None:
-        """Apply the waiting creations as events, without a scan."""
+        """Apply what waits: with "scan", the creations as events, without a scan; with "events", the
+        batch, pairs of a creation and its free only counted (Replica.settle_pairs)."""
         batch = self._take_deferred()
+        if self._defer == "events":
+            created, destroyed = pair_events(batch)
+            ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
+            if any(knows(ids[i] or None, inums[i]) for i in created):  # e.g. found by the start-up scan
+                mine = [k for k, i in enumerate(created) if not knows(ids[i] or None, inums[i])]
+                created, destroyed = [created[k] for k in mine], [destroyed[k] for k in mine]
+            self.replica.settle_pairs(batch, created, destroyed)
+            self.stats.events += 2 * len(created)
+            self.stats.brief += len(created)
+            skip = {*created, *destroyed}
+            pending, self._pending = self._pending, changes
+            self._apply_rows([batch.row(i) for i in range(len(batch)) if i not in skip])
+            self._pending = pending
+            return
         for ev in events_of_rows([batch.row(i) for i in range(len(batch))]):
             self.replica.created(ev, changes)
 
@@ -300,6 +327,8 @@ class Tracker:
         if self._events is not None:
             for span in self._events.read_spans():
                 self._take_span(span)
+            if self._defer == "events" and self._deferred:
+                self._undefer(self._pending)
         out, self._pending = self._pending, []
         return out
 
@@ -378,7 +407,7 @@ class Tracker:
             types = set()
         settled: list[Change] = []
         if self._deferred:
-            if s.complete:
+            if s.complete and self._defer == "scan":
                 settled, brief = self.replica.settle(self._take_deferred(), {r.ns_id for r in s.namespaces},
                                                      s.start_ns)
                 self.stats.brief += brief

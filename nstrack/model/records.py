@@ -98,7 +98,7 @@ class EventBatch:
     """Ring-buffer event records (EVENT_ROW each: header and struct ns_event, 80 bytes) read by column,
     without a tuple per record: the ``created`` events that wait for a rescan (Tracker, defer_creations).
 
-    ``ts``, ``ns_id``, ``kind``, ``flag``, ``tgid`` and ``src`` are arrays (machine words of the records:
+    ``ts``, ``ns_id``, ``kind``, ``flag``, ``inum``, ``tgid`` and ``src`` are arrays (machine words of the records:
     little-endian, as everything nstrack reads from BPF on x86-64).
     """
 
@@ -111,7 +111,8 @@ class EventBatch:
         self.data = data
         w64, w32 = array("Q", data), array("I", data)
         self.ts, self.ns_id = w64[1::10], w64[2::10]
-        self.kind, self.flag, self.tgid, self.src = w32[8::20], w32[9::20], w32[14::20], w32[15::20]
+        self.kind, self.flag, self.inum = w32[8::20], w32[9::20], w32[10::20]
+        self.tgid, self.src = w32[14::20], w32[15::20]
 
     def __len__(self) -> int:
         return len(self.ts)

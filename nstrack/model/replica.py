@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .nstypes import format_name
-from .records import TYPE_OF_FLAG, Event, EventBatch, NSRecord, boot_ns, comm_text, events_of_rows
+from .records import EV_CREATED, TYPE_OF_FLAG, Event, EventBatch, NSRecord, boot_ns, comm_text, events_of_rows
 
 Key = tuple[object, ...]
 
@@ -117,13 +117,15 @@ class Replica:
         self.version = 0
         self.deferred = 0  # namespaces the last reconcile kept only because they were born after its scan
         self._comms: set[str] = set()  # creator commands with series of their own (Counters.by_comm)
-        # tombstones of namespaces that lived and died between two scans, as their records (``settle``); and, if ``keep_brief_lives``, their lifetimes as (type, created_ns list, destroyed_ns)
-        # for whoever keeps statistics and takes them (serve)
-        # (EventBatch, indexes of its records applied as events, how many others, destroyed_ns)
-        self.brief: deque[tuple[EventBatch, frozenset[int], int, int]] = deque()
+        # Tombstones of namespaces never entered as alive (they lived and died between two scans: settle;
+        # or within one batch of events: settle_pairs), as their creation records: (EventBatch, indexes of
+        # those records, destroyed_ns (one, or one per record), destroyed_by, the newest destroyed_ns).
+        self.brief: deque[tuple[EventBatch, Sequence[int], int | list[int], str, int]] = deque()
         self._brief_count = 0
+        # ... and, if ``keep_brief_lives``, their lifetimes, (type, lifetimes in ns), for whoever keeps
+        # statistics and takes them (serve)
         self.keep_brief_lives = False
-        self.brief_lives: list[tuple[str, list[int], int]] = []
+        self.brief_lives: list[tuple[str, list[int]]] = []
 
     # ------------------------------------------------------------------ lookups
 
@@ -138,6 +140,10 @@ class Replica:
         key = self._by_inum.get((type_, inum))
         return self.alive[key] if key is not None else None
 
+    def knows(self, ns_id: int | None, inum: int) -> bool:
+        """Whether a live entry has this ns_id or this inode number."""
+        return (ns_id is not None and ns_id in self._by_id) or inum in self._by_any_inum
+
     def find_alive_inum(self, inum: int) -> Namespace | None:
         """The live namespace with this inode number, whatever its type (live inums are unique:
         every namespace type and proc entry draws them from one allocator)."""
@@ -151,7 +157,7 @@ class Replica:
                     and (type_ is None or ns.type == type_))
 
         dead = [ns for ns in reversed(self.tombstones.values()) if match(ns)]
-        dead += [ns for ns in (self._brief_namespace(row, when) for row, when in self._brief_records()
+        dead += [ns for ns in (self._brief_namespace(row, when, by) for row, when, by in self._brief_records()
                                if (ns_id is None or row[1] == ns_id) and (inum is None or row[5] == inum)) if match(ns)]
         dead.sort(key=lambda ns: ns.destroyed_ns or 0, reverse=True)  # stable: newest entry first on ties
         return [ns for ns in self.alive.values() if match(ns)] + dead
@@ -298,7 +304,6 @@ class Replica:
         dead = n - len(live)
         if not dead:
             return changes, 0
-        names, counters = TYPE_OF_FLAG, self.counters
         # counted over every record, then corrected for those applied as events or without a creator
         per_type = Counter(flags)
         comm = batch.same_comm()
@@ -308,14 +313,7 @@ class Replica:
             if i in live:
                 per_type[flags[i]] -= 1
             by_comm[flags[i], batch.comm(i)] -= 1
-        for flag, k in per_type.items():
-            if k:
-                counters.created[names[flag]] += k
-                counters.destroyed[names[flag]] += k
-        for (flag, c), k in by_comm.items():
-            if k > 0:
-                self._count_creator(names[flag], comm_text(c), k)
-        counters.missed_destroys += dead
+        lives: dict[int, list[int]] = {}
         if self.keep_brief_lives:
             born: dict[int, list[int]] = {f: [] for f in per_type}
             add = {f: b.append for f, b in born.items()}
@@ -323,31 +321,73 @@ class Replica:
                 add[f](t)
             for i in live:
                 born[flags[i]].remove(ts[i])
-            self.brief_lives += [(names[f], b, scan_start_ns) for f, b in born.items() if b]
-        brief = self.brief
-        brief.append((batch, frozenset(live), dead, scan_start_ns))
-        self._brief_count += dead
-        while brief and self._brief_count - brief[0][2] >= self.tombstone_max:
-            self._brief_count -= brief.popleft()[2]
-        self.version += 1
+            lives = {f: [scan_start_ns - t for t in b] for f, b in born.items()}
+        self.counters.missed_destroys += dead
+        rows = [i for i in range(n) if i not in live] if live else range(n)
+        self._add_brief(batch, rows, per_type, by_comm, lives, scan_start_ns, "rescan")
         return changes, dead
 
-    def _brief_records(self) -> Iterator[tuple[tuple, int]]:
-        """(EVENT tuple, destroyed_ns) of the newest ``tombstone_max`` brief tombstones, newest first."""
-        left = self.tombstone_max
-        for batch, live, _, when in reversed(self.brief):
-            for i in range(len(batch) - 1, -1, -1):
-                if i not in live:
-                    if left <= 0:
-                        return
-                    left -= 1
-                    yield batch.row(i), when
+    def settle_pairs(self, batch: EventBatch, created: list[int], destroyed: list[int]) -> None:
+        """Namespaces whose creation (record ``created[k]`` of ``batch``) and free (``destroyed[k]``)
+        came in one batch of events (``pair_events``; ``Tracker(defer_creations=True)`` in the event
+        modes): counted as created and destroyed (by event), kept among the tombstones as records
+        (``brief``) and their lifetimes given to ``brief_lives``, never entered as alive."""
+        if not created:
+            return
+        flags, tgid, ts, ids = batch.flag, batch.tgid, batch.ts, batch.ns_id
+        if 0 in ids:  # without ns_ids, entries are told apart by generation: these count as ones
+            generation, inums = self._generation, batch.inum
+            for i in created:
+                if not ids[i]:
+                    key = (TYPE_OF_FLAG[flags[i]], inums[i])
+                    generation[key] = generation.get(key, 0) + 1
+        per_type = Counter([flags[i] for i in created])
+        by_comm = Counter([(flags[i], batch.comm(i)) for i in created if tgid[i]])
+        lives: dict[int, list[int]] = {}
+        if self.keep_brief_lives:
+            for i, j in zip(created, destroyed):
+                lives.setdefault(flags[i], []).append(ts[j] - ts[i])
+        self._add_brief(batch, created, per_type, by_comm, lives, [ts[j] for j in destroyed], "event")
 
-    def _brief_namespace(self, row: tuple, destroyed_ns: int) -> Namespace:
+    def _add_brief(self, batch: EventBatch, rows: Sequence[int], per_type: Counter[int],
+                   by_comm: Counter[tuple[int, bytes]], lives: dict[int, list[int]], died: int | list[int],
+                   by: str) -> None:
+        """Count and keep namespaces that were never entered as alive (settle, settle_pairs): their
+        creation records are ``rows`` of ``batch``; ``died``: when they were destroyed (one time for
+        all, or one per row)."""
+        names, counters = TYPE_OF_FLAG, self.counters
+        for flag, k in per_type.items():
+            if k:
+                counters.created[names[flag]] += k
+                counters.destroyed[names[flag]] += k
+        for (flag, c), k in by_comm.items():
+            if k > 0:
+                self._count_creator(names[flag], comm_text(c), k)
+        if self.keep_brief_lives:
+            self.brief_lives += [(names[f], v) for f, v in lives.items() if v]
+        brief = self.brief
+        brief.append((batch, rows, died, by, died if isinstance(died, int) else max(died)))
+        self._brief_count += len(rows)
+        while brief and self._brief_count - len(brief[0][1]) >= self.tombstone_max:
+            self._brief_count -= len(brief.popleft()[1])
+        self.version += 1
+
+    def _brief_records(self) -> Iterator[tuple[tuple, int, str]]:
+        """(EVENT tuple, destroyed_ns, destroyed_by) of the newest ``tombstone_max`` brief tombstones,
+        newest first."""
+        left = self.tombstone_max
+        for batch, rows, died, by, _ in reversed(self.brief):
+            for k in range(len(rows) - 1, -1, -1):
+                if left <= 0:
+                    return
+                left -= 1
+                yield batch.row(rows[k]), died if isinstance(died, int) else died[k], by
+
+    def _brief_namespace(self, row: tuple, destroyed_ns: int, by: str) -> Namespace:
         ev = events_of_rows([row])[0]
         creator = _new(Creator, (ev.pid, ev.tgid, ev.comm, ev.cgroup_id)) if ev.tgid else None
         return Namespace(ev.type, ev.inum, ev.ns_id, 0, ev.owner_inum, ev.parent_inum, ev.ts_ns, ev.ts_ns, creator,
-                         ev.source, destroyed_ns, "rescan")
+                         ev.source, destroyed_ns, by)
 
     def reconcile(
         self,
@@ -415,8 +455,8 @@ class Replica:
         limit = now_ns - int(self.tombstone_seconds * 1e9)
         dropped = 0
         brief = self.brief
-        while brief and brief[0][3] < limit:
-            gone = brief.popleft()[2]
+        while brief and brief[0][4] < limit:  # a chunk goes when its newest is due
+            gone = len(brief.popleft()[1])
             self._brief_count -= gone
             dropped += gone
         while self.tombstones:
@@ -427,6 +467,27 @@ class Replica:
             else:
                 break
         return dropped
+
+
+def pair_events(batch: EventBatch) -> tuple[list[int], list[int]]:
+    """Creations in a batch of events (ring order) whose namespace the same batch reports destroyed:
+    (indexes of those creations, indexes of the destroying events, pairwise). A namespace is its ns_id
+    where the events carry one (6.18+), else its inode number (a free may come as an inode number
+    only: proc_free_inum; live inode numbers are unique across types, and a reused one pairs with its
+    latest creation)."""
+    open_: dict[int, int] = {}
+    created: list[int] = []
+    destroyed: list[int] = []
+    for i, (kind, nid, inum) in enumerate(zip(batch.kind, batch.ns_id, batch.inum)):
+        key = nid or -inum  # ns_ids and inode numbers never collide (negated)
+        if kind == EV_CREATED:
+            open_[key] = i
+        else:
+            j = open_.pop(key, None)
+            if j is not None:
+                created.append(j)
+                destroyed.append(i)
+    return created, destroyed
 
 
 def wall_time(boot_timestamp_ns: int) -> float:

@@ -106,11 +106,13 @@ def test_brief_tombstones_are_bounded_in_number_and_time() -> None:
 def test_brief_lifetimes_match_observing_each() -> None:
     r, _, _ = deferred()
     one, many = Lifetimes(), Lifetimes()
-    for type_, born, died in r.brief_lives:
-        many.observe_many(type_, born, died)
-        for b in born:
-            one.observe(type_, max(0.0, (died - b) / 1e9))
+    for type_, lives in r.brief_lives:
+        many.observe_many(type_, lives)
+        for x in lives:
+            one.observe(type_, max(0.0, x / 1e9))
     assert sum(many.counts.values()) == 9
+    dead = [i for i in range(1, 12) if i not in ALIVE]  # the 12th was too young to judge
+    assert sorted(x for _, lives in r.brief_lives for x in lives) == sorted(START - i * 10**9 for i in dead)
     assert many.buckets == one.buckets and many.counts == one.counts
     assert many.sums.keys() == one.sums.keys()
     assert all(abs(many.sums[t] - one.sums[t]) < 1e-6 for t in one.sums)
@@ -121,3 +123,55 @@ def test_brief_lifetimes_are_kept_only_when_asked() -> None:
     r = Replica()
     r.settle(batch(RAWS), set(), START)
     assert r.brief_lives == [] and r.counters.missed_destroys == 11
+
+
+def destroyed_raw(ts: int, ns_id: int, flag: int, inum: int) -> bytes:
+    """A free as the event modes report it: by ns_id (6.18+), or an inode number only (flag 0)."""
+    return EVENT.pack(ts, ns_id, 0, 2, flag, inum, 0, 0, 0, 0, 2 if ns_id else 7, b"")
+
+
+# event modes: a churn of creations and frees in one batch (ring order), by ns_id and by inode number
+EVENTS = [raw(1, 1, UTS, 5001), raw(2, 2, NET, 5002), destroyed_raw(3, 1, UTS, 5001),  # 1 paired
+          raw(4, 3, UTS, 5001), destroyed_raw(5, 3, UTS, 5001),  # reused inum, paired by ns_id
+          raw(6, 0, UTS, 6001, tgid=0), destroyed_raw(7, 0, 0, 6001),  # no ns_id, freed by inode number
+          raw(8, 0, UTS, 6001, comm=b"ip"), raw(9, 0, NET, 6002), destroyed_raw(10, 0, 0, 6002),
+          destroyed_raw(11, 0, 0, 9999),  # a free of an inode number nstrack never saw
+          destroyed_raw(12, 77, NET, 7777)]  # a free of a namespace alive before the batch
+
+
+def test_pair_events_by_ns_id_or_inode_number() -> None:
+    from nstrack.model.replica import pair_events
+
+    created, destroyed = pair_events(batch(EVENTS))
+    assert list(zip(created, destroyed)) == [(0, 2), (3, 4), (5, 6), (8, 9)]
+
+
+def test_settled_pairs_count_and_keep_what_applying_each_event_would() -> None:
+    from nstrack.model.replica import pair_events
+
+    known = [NSRecord("net", 7777, 77, 0, 0, None)]
+    a = Replica()
+    a.reconcile(known, 0, startup=True)
+    for x in EVENTS:
+        a.apply(decode_event(x))
+    b = Replica()
+    b.keep_brief_lives = True
+    b.reconcile(known, 0, startup=True)
+    events = batch(EVENTS)
+    created, destroyed = pair_events(events)
+    b.settle_pairs(events, created, destroyed)
+    skip = {*created, *destroyed}
+    for i in range(len(events)):
+        if i not in skip:
+            b.apply(decode_event(EVENTS[i]))
+    for name in ("created", "destroyed", "by_comm", "unknown_destroys", "missed_destroys"):
+        assert getattr(b.counters, name) == getattr(a.counters, name), name
+    assert {k: (n.inum, n.creator) for k, n in b.alive.items()} == {k: (n.inum, n.creator) for k, n in a.alive.items()}
+
+    def dead_view(r: Replica) -> list[tuple[object, ...]]:
+        return sorted((n.type, n.inum, n.ns_id, n.creator, n.created_ns, n.destroyed_ns, n.destroyed_by)
+                      for n in r.lookup() if not n.alive)
+
+    assert dead_view(b) == dead_view(a)
+    assert sorted(x for _, lives in b.brief_lives for x in lives) == [1, 1, 1, 2]  # 3-1, 5-4, 7-6, 10-9
+
