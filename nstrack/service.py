@@ -57,7 +57,7 @@ class Service:
         self.config = config
         self.findings = findings
         self.tracker = Tracker(findings, rescan_seconds=config.rescan_seconds, ringbuf_bytes=config.ringbuf_bytes,
-                               defer_creations=True)
+                               defer_events=True)
         self.tracker.replica.tombstone_seconds = config.tombstone_seconds
         self.tracker.replica.keep_brief_lives = True  # for self.lifetimes (_observe)
         self.lock = threading.RLock()

@@ -39,8 +39,8 @@ HEAL_SECONDS = 60.0  # rescan interval in the event modes, where rescans only he
 # Events are consumed at most this often: a burst is taken in one batch instead of one wake-up per
 # record (on 2 cores per-record wake-ups cost a namespace-churning workload ~20% of its rate).
 BATCH_SECONDS = 0.05
-# With defer_creations: events are drained this often, and a rescan comes early once this many
-# creations wait (bounds memory: 80 bytes each).
+# With defer_events: events are drained this often, and in tracepoint mode a rescan comes early once
+# this many creations wait (bounds memory: 80 bytes each).
 DEFER_BATCH_SECONDS = 0.2
 DEFER_MAX = 200_000
 
@@ -137,16 +137,19 @@ class Tracker:
         findings: Findings,
         rescan_seconds: float | None = None,
         ringbuf_bytes: int = 1 << 20,
-        defer_creations: bool = False,
+        defer_events: bool = False,
     ) -> None:
-        """``defer_creations`` (serve): where rescans are complete (6.18+ namespace lists) and find the
-        frees anyway (tracepoint mode), creation events are kept as raw records until the next rescan
-        (or ``catch_up``), which enters the namespaces it finds alive and only counts (and tombstones)
-        those that already died: under namespace churn almost every namespace lives for microseconds,
-        and building each one's entry cost the churning workload ~8% of its rate on 2 cores. Events
-        still arrive and are counted at once; the replica's view of creations lags by at most
-        ``rescan_seconds``, as its view of frees does in this mode. ``watch`` shows each event at once
-        and does not defer."""
+        """``defer_events`` (serve): events are kept as raw ring records and applied in batches, and a
+        namespace that lived and died within a batch is only counted (and kept as a tombstone record),
+        never entered as alive: under namespace churn almost every namespace lives for microseconds,
+        and building each one's entry cost a churning workload ~8% of its rate on 2 cores.
+        - Where rescans are complete (6.18+ namespace lists) and find the frees anyway (tracepoint mode),
+          creations wait for the next rescan (or ``catch_up``): it enters the namespaces it finds alive
+          (Replica.settle). The replica's view of creations then lags by at most ``rescan_seconds``, as
+          its view of frees does in this mode.
+        - In the event modes each drain's events are applied together, a creation and its free in the
+          same drain (``DEFER_BATCH_SECONDS``) only counted (pair_events, Replica.settle_pairs).
+        Events are counted as they arrive. ``watch`` applies each event at once and does not defer."""
         self.findings = findings
         self.plan = plan_for(findings)
         self.mode = self.plan.mode
@@ -163,12 +166,12 @@ class Tracker:
         self._lost_seen = 0
         self._pending: list[Change] = []
         # with creations deferred the replica moves at rescans only: drain less often
-        self.batch_seconds = DEFER_BATCH_SECONDS if defer_creations else BATCH_SECONDS
+        self.batch_seconds = DEFER_BATCH_SECONDS if defer_events else BATCH_SECONDS
         self._last_drain = 0.0
         # (scan result, types judged, replica version) after the last reconcile: an identical answer
         # from the kernel with nothing applied since needs no reconcile
         self._reconciled: tuple[list[NSRecord], set[str], int] | None = None
-        self.defer_creations = defer_creations
+        self.defer_events = defer_events
         # once started: "scan" (creations wait for the next rescan), "events" (each drain's events are
         # applied together, pairs of a creation and its free only counted), or None; and the
         # (kind, type flag, source) of the events that may wait
@@ -192,7 +195,7 @@ class Tracker:
         changes = self.drain()
         changes += self.rescan(startup=True)
         changes += self.drain()
-        if not self.defer_creations or self.scanner is None:
+        if not self.defer_events or self.scanner is None:
             return changes
         if self.scanner.has_lists and set(self.plan.rescan_types) == set(TYPE_NAMES):
             flags = {flag for flag, t in TYPE_OF_FLAG.items() if t in self.plan.rescan_types}
@@ -240,8 +243,8 @@ class Tracker:
     # ------------------------------------------------------------------ events
 
     def _take_span(self, span: bytes) -> None:
-        """One span of ring records (``RingBuffer.read_spans``): kept for the next rescan if it holds only
-        creations that may wait (``defer_creations``), otherwise applied now, after whatever waits."""
+        """One span of ring records (``RingBuffer.read_spans``): kept (``defer_events``) if it holds only
+        events that may wait, otherwise applied now, after whatever waits."""
         if self._defer is not None and uniform_stride(span) == EventBatch.STRIDE:
             w32 = array("I", span)
             n = len(span) // EventBatch.STRIDE
@@ -310,7 +313,7 @@ class Tracker:
 
     @property
     def deferred(self) -> int:
-        """Creation events waiting for the next rescan (``defer_creations``)."""
+        """Creation events waiting for the next rescan (``defer_events``)."""
         return self._deferred_count
 
     def catch_up(self) -> list[Change]:

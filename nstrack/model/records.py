@@ -96,7 +96,7 @@ assert EVENT.format == "<QQQIIIIIIII16s" and EVENT_ROW.size == 80  # the column 
 
 class EventBatch:
     """Ring-buffer event records (EVENT_ROW each: header and struct ns_event, 80 bytes) read by column,
-    without a tuple per record: the ``created`` events that wait for a rescan (Tracker, defer_creations).
+    without a tuple per record: the ``created`` events that wait for a rescan (Tracker, defer_events).
 
     ``ts``, ``ns_id``, ``kind``, ``flag``, ``inum``, ``tgid`` and ``src`` are arrays (machine words of the records:
     little-endian, as everything nstrack reads from BPF on x86-64).

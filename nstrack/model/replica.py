@@ -277,7 +277,7 @@ class Replica:
         changes.append(_new(Change, ("destroyed", cur, "event")))
 
     def settle(self, batch: EventBatch, alive_ids: AbstractSet[int], scan_start_ns: int) -> tuple[list[Change], int]:
-        """Apply creations held back until a complete scan (``Tracker(defer_creations=True)``).
+        """Apply creations held back until a complete scan (``Tracker(defer_events=True)``).
 
         ``batch``: ``created`` events that carry an ns_id, in ring order; ``alive_ids``: the ns_ids the
         scan found. An event whose namespace the scan found, or that came after the scan began, is
@@ -329,7 +329,7 @@ class Replica:
 
     def settle_pairs(self, batch: EventBatch, created: list[int], destroyed: list[int]) -> None:
         """Namespaces whose creation (record ``created[k]`` of ``batch``) and free (``destroyed[k]``)
-        came in one batch of events (``pair_events``; ``Tracker(defer_creations=True)`` in the event
+        came in one batch of events (``pair_events``; ``Tracker(defer_events=True)`` in the event
         modes): counted as created and destroyed (by event), kept among the tombstones as records
         (``brief``) and their lifetimes given to ``brief_lives``, never entered as alive."""
         if not created:

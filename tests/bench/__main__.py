@@ -39,7 +39,7 @@ class Live:
     next rescan where they may) or `nstrack watch` (every event applied at once) runs it."""
 
     def __init__(self, mode: str | None = None, defer: bool = True) -> None:
-        self.tracker = Tracker(investigate(requested_mode=mode), defer_creations=defer)
+        self.tracker = Tracker(investigate(requested_mode=mode), defer_events=defer)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 

@@ -39,7 +39,7 @@ def rec(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     mode, defer = request.param
     findings = investigate(requested_mode=mode)
     assert mode is None or findings.decision.mode == mode
-    tracker = Tracker(findings, rescan_seconds=RESCAN, defer_creations=defer)
+    tracker = Tracker(findings, rescan_seconds=RESCAN, defer_events=defer)
     tracker.start()
     try:
         yield Recorder(tracker)
@@ -126,7 +126,7 @@ def test_deferred_creations_of_short_lived_namespaces() -> None:
     the kernel has namespace lists and the mode is tracepoint they wait for the rescan as raw records
     (Replica.settle); elsewhere they are applied at once: the answers must be the same."""
     findings = investigate()
-    with Tracker(findings, rescan_seconds=3600, ringbuf_bytes=1 << 20, defer_creations=True) as tracker:
+    with Tracker(findings, rescan_seconds=3600, ringbuf_bytes=1 << 20, defer_events=True) as tracker:
         tracker.start()
         deferring = tracker.mode == "tracepoint" and tracker.scanner is not None and tracker.scanner.has_lists
         created, destroyed = tracker.replica.counters.created["uts"], tracker.replica.counters.destroyed["uts"]
