@@ -161,7 +161,7 @@ def rows_from_server(url: str, columns: list[str], types: set[str] | None,
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .table import DEFAULT_COLUMNS, json_columns, parse_columns, render, scan_columns
+    from .table import DEFAULT_COLUMNS, column_rows, json_columns, parse_columns, render, scan_columns
 
     try:
         columns = parse_columns(args.output) if args.output else DEFAULT_COLUMNS
@@ -187,7 +187,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print(json_columns(cols, columns))
     else:
-        print(render([dict(zip(columns, vals)) for vals in zip(*(cols[c] for c in columns))], columns))
+        print(render(column_rows(cols, columns), columns))
         if not complete:
             print(f"(incomplete: {'; '.join(reasons)})", file=sys.stderr)
     return 0

@@ -151,18 +151,8 @@ def json_columns(cols: dict[str, list[Any]], columns: list[str]) -> str:
     return '{"namespaces": [\n' + body + ("\n" if body else "") + "]}"
 
 
-def scan_rows(
-    namespaces: list[NSRecord],
-    tasks: list[TaskRecord],
-    files: list[FileRecord],
-    mounts: list[MountRecord],
-    columns: list[str],
-    types: set[str] | None = None,
-    orphaned_only: bool = False,
-) -> list[dict[str, Any]]:
-    """``rows(aggregate(...), columns)`` for a one-shot scan (no replica), with the given columns.
-    tests/unit/test_snapshot.py keeps the two equal."""
-    cols = scan_columns(namespaces, tasks, files, mounts, columns, types, orphaned_only)
+def column_rows(cols: dict[str, list[Any]], columns: list[str]) -> list[dict[str, Any]]:
+    """Rows (a dict per row, as ``rows`` gives) of ``scan_columns``' columns."""
     return [dict(zip(columns, vals)) for vals in zip(*(cols[c] for c in columns))]
 
 
@@ -178,7 +168,7 @@ def scan_columns(
     """The ``columns`` of `ls` for a one-shot scan (no replica), column by column: no holder object per
     (namespace, task) and no dict per row (`ls` only needs counts and each namespace's lowest member;
     20k rows). A process is placed in each namespace once, by the first of its tasks there, as
-    ``aggregate`` does."""
+    ``aggregate`` does. tests/unit/test_snapshot.py keeps its rows equal to ``rows(aggregate(...))``."""
     # per (type, inum): [processes holding it, members, lowest member, other live (for_children), lowest]
     st: dict[tuple[str, int], list[Any]] = {}
     first: dict[int, tuple[int, ...]] = {}  # tgid -> namespaces of its first task seen

@@ -171,11 +171,11 @@ def test_iso_times_match_pydantic() -> None:
 
 
 def test_ls_fast_rows_equal_rows_of_aggregate() -> None:
-    """`ls` summarises a scan directly (scan_rows); it must say what rows(aggregate(...)) says."""
+    """`ls` summarises a scan directly (scan_columns); it must say what rows(aggregate(...)) says."""
     import random
 
     from nstrack.model.holders import aggregate
-    from nstrack.views.table import COLUMNS, scan_rows
+    from nstrack.views.table import COLUMNS, column_rows, scan_columns
 
     cols = list(COLUMNS)
     rng = random.Random(7)
@@ -203,8 +203,11 @@ def test_ls_fast_rows_equal_rows_of_aggregate() -> None:
         orphaned = rng.random() < 0.3
         entries = aggregate(namespaces, tasks, files, mounts, types=types, orphaned_only=orphaned, explain=False)
         slow = rows(entries, cols)
-        fast = scan_rows(namespaces, tasks, files, mounts, cols, types, orphaned)
+        fast = column_rows(scan_columns(namespaces, tasks, files, mounts, cols, types, orphaned), cols)
         assert fast == slow, trial
+        sub = rng.sample(cols, rng.randint(1, 4))  # only the columns asked for are computed
+        got = column_rows(scan_columns(namespaces, tasks, files, mounts, sub, types, orphaned), sub)
+        assert got == [{c: r[c] for c in sub} for r in slow], (trial, sub)
 
 
 def test_refcount_accounting() -> None:
