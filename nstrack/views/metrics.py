@@ -138,6 +138,11 @@ class NstrackCollector(Collector):
         ev = CounterMetricFamily("nstrack_events", "Lifecycle events received from the kernel.")
         ev.add_metric([], stats.events)
         yield ev
+        br = CounterMetricFamily("nstrack_short_lived_namespaces", "Namespaces created and destroyed between "
+                                 "two rescans (tracepoint mode) or within one batch of events: counted as "
+                                 "created and destroyed, kept as tombstones, never listed as alive.")
+        br.add_metric([], stats.brief)
+        yield br
         rs = CounterMetricFamily("nstrack_rescans", "Rescans of the kernel's namespaces.", labels=["reason"])
         rs.add_metric(["interval"], stats.rescans - stats.rescans_for_loss)
         rs.add_metric(["lost_events"], stats.rescans_for_loss)

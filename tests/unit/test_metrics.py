@@ -33,7 +33,8 @@ def fake_service(per_namespace: bool = False, limit: int = 1000) -> SimpleNamesp
     )
     lifetimes = Lifetimes()
     lifetimes.observe("net", 42.0)
-    stats = SimpleNamespace(events=7, lost_events=2, rescans=5, rescans_for_loss=1, last_scan=None, attached=["a", "b"])
+    stats = SimpleNamespace(events=7, lost_events=2, rescans=5, rescans_for_loss=1, last_scan=None, attached=["a", "b"],
+                            brief=4)
     tracker = SimpleNamespace(replica=replica, stats=stats, free_latency_bound=2.0)
     return SimpleNamespace(
         lock=threading.RLock(), tracker=tracker, catch_up=lambda: None, entries=entries, entries_complete=True, lifetimes=lifetimes,
@@ -69,6 +70,7 @@ def test_families_and_values() -> None:
     assert value(text, 'nstrack_namespace_lifetime_seconds_bucket{le="60.0",ns_type="net"}') == 1
     assert value(text, 'nstrack_namespace_lifetime_seconds_bucket{le="10.0",ns_type="net"}') == 0
     assert value(text, "nstrack_events_lost_total") == 2
+    assert value(text, "nstrack_short_lived_namespaces_total") == 4
     assert value(text, 'nstrack_rescans_total{reason="lost_events"}') == 1
     assert value(text, 'nstrack_tracking_mode_info{mode="tracepoint"}') == 1
     assert value(text, 'nstrack_tracking_mode_info{mode="fentry"}') == 0
