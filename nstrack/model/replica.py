@@ -16,6 +16,10 @@ Rules:
 - ``destroyed`` for an unknown namespace is ignored (counted): it died before nstrack saw it.
 - ``reconcile`` with a complete scan: alive namespaces the scan did not find, created before the scan
   started, are destroyed ("rescan"); namespaces the scan found that were unknown are added.
+- Batches (serve, ``Tracker(defer_events=True)``): ``settle`` applies creations held until a complete
+  scan, ``settle_pairs`` a batch's creations freed in the same batch. Namespaces that were already dead
+  then are counted as created and destroyed and kept as tombstone records (``brief``), never entered
+  as alive; ``lookup`` answers for them as for other tombstones.
 """
 
 from __future__ import annotations
