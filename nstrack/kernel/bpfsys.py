@@ -199,21 +199,14 @@ class RingBuffer:
 
     def read_all(self) -> list[bytes]:
         """Every committed record already in the buffer, in order, taken off the ring."""
-        out, _ = self._read(None)
-        return out
+        return self._read(spans=False)
 
     def read_spans(self) -> list[bytes]:
         """Every committed record already in the buffer taken off the ring, as the raw spans they were
         read in (8-byte headers included; see ``parse_ring_rows`` and ``uniform_stride``)."""
-        out, _ = self._read(None, spans=True)
-        return out
+        return self._read(spans=True)
 
-    def read_rows(self, row: struct.Struct) -> tuple[list[tuple], int]:
-        """As ``read_all``, each record unpacked with ``row`` (see ``parse_ring_rows``): (the tuples,
-        how many records of another size were taken off the ring and dropped)."""
-        return self._read(row)
-
-    def _read(self, row: struct.Struct | None, spans: bool = False) -> tuple[list, int]:
+    def _read(self, spans: bool) -> list:
         """Copies the waiting span in one go and finds how far its records are committed, then copies
         that part once more and takes the records from the second copy: a record's data is only read
         after its header said it was committed (the first copy may have read data before the producer
@@ -223,26 +216,23 @@ class RingBuffer:
             raise BPFError(errno_mod.EBADF, "ring buffer closed")
         cons_pos = ctypes.c_uint64.from_address(self._cons)
         out: list = []
-        other = 0
         while True:
             cons = cons_pos.value
             prod = ctypes.c_uint64.from_address(self._prod).value
             if cons >= prod:
-                return out, other
+                return out
             start = self._data + (cons & self._mask)
             waiting = prod - cons  # contiguous: the kernel maps the data pages twice
             end, _, _ = _parse(ctypes.string_at(start, waiting), False, None)
             if end == 0:
-                return out, other
+                return out
             if spans:
                 out.append(ctypes.string_at(start, end))
             else:
-                _, records, n = _parse(ctypes.string_at(start, end), True, row)
-                out += records
-                other += n
+                out += _parse(ctypes.string_at(start, end), True, None)[1]
             cons_pos.value = cons + end
             if end < waiting:
-                return out, other
+                return out
 
     def close(self) -> None:
         if self._open:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    EV_CREATED, EV_DESTROYED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, check_rows, events_of_rows,
+    EV_CREATED, EV_DESTROYED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, check_rows,
+    events_of_rows,
 )
 from ..model.replica import Change, Replica, pair_events
 from . import hooks
@@ -215,7 +216,7 @@ class Tracker:
             obj.map("events").max_entries = self.ringbuf_bytes
             obj.map("scan_rb").max_entries = 4096  # unused here: the Scanner has its own
             obj.load()
-            self._events = obj.ring_buffer("events")  # read with read_rows()
+            self._events = obj.ring_buffer("events")  # read with read_spans()
             for prog, target in self.plan.attach:
                 p = obj.program(prog)
                 p.attach_kprobe(target) if target else p.attach()
@@ -260,14 +261,14 @@ class Tracker:
             self._undefer(self._pending)
         _, rows, other = parse_ring_rows(span, EVENT_ROW)
         self.stats.bad_records += other
-        self._apply_rows(rows)
+        self._apply_rows(rows, self._pending)
 
-    def _apply_rows(self, rows: list[tuple]) -> None:
-        """Apply a batch of event records (EVENT tuples)."""
+    def _apply_rows(self, rows: list[tuple], changes: list[Change]) -> None:
+        """Apply a batch of event records (EVENT tuples), appending what changed to ``changes``."""
         rows, bad = check_rows(rows)
         stats = self.stats
         stats.bad_records += bad
-        replica, accept, pending = self.replica, self.plan.event_types, self._pending
+        replica, accept = self.replica, self.plan.event_types
         created, destroyed = replica.created, replica.destroyed
         for ev in events_of_rows(rows):
             type_ = ev.type
@@ -281,9 +282,9 @@ class Tracker:
                     continue  # this type is tracked by another hook set; avoid double reports
             stats.events += 1
             if ev.kind == "created":
-                created(ev, pending)
+                created(ev, changes)
             else:
-                destroyed(ev, pending)
+                destroyed(ev, changes)
 
     def _take_deferred(self) -> EventBatch:
         batch = EventBatch(b"".join(self._deferred))
@@ -304,11 +305,9 @@ class Tracker:
             self.stats.events += 2 * len(created)
             self.stats.brief += len(created)
             skip = {*created, *destroyed}
-            pending, self._pending = self._pending, changes
-            self._apply_rows([batch.row(i) for i in range(len(batch)) if i not in skip])
-            self._pending = pending
+            self._apply_rows([r for i, r in enumerate(batch.rows()) if i not in skip], changes)
             return
-        for ev in events_of_rows([batch.row(i) for i in range(len(batch))]):
+        for ev in events_of_rows(batch.rows()):
             self.replica.created(ev, changes)
 
     @property

@@ -96,7 +96,7 @@ assert EVENT.format == "<QQQIIIIIIII16s" and EVENT_ROW.size == 80  # the column 
 
 class EventBatch:
     """Ring-buffer event records (EVENT_ROW each: header and struct ns_event, 80 bytes) read by column,
-    without a tuple per record: the ``created`` events that wait for a rescan (Tracker, defer_events).
+    without a tuple per record: the events serve applies in batches (Tracker, defer_events).
 
     ``ts``, ``ns_id``, ``kind``, ``flag``, ``inum``, ``tgid`` and ``src`` are arrays (machine words of the records:
     little-endian, as everything nstrack reads from BPF on x86-64).
@@ -120,6 +120,10 @@ class EventBatch:
     def row(self, i: int) -> tuple:
         """Record ``i`` as an EVENT tuple."""
         return EVENT_ROW.unpack_from(self.data, i * self.STRIDE)
+
+    def rows(self) -> list[tuple]:
+        """Every record as an EVENT tuple, in order."""
+        return list(EVENT_ROW.iter_unpack(self.data))
 
     def comm(self, i: int) -> bytes:
         """Record ``i``'s raw comm."""
