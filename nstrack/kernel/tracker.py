@@ -18,6 +18,7 @@ import logging
 import select
 import time
 from array import array
+from itertools import compress
 from dataclasses import dataclass, field
 
 from ..model import mode as modes
@@ -26,7 +27,7 @@ from ..model.records import (
     EV_CREATED, EV_DESTROYED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, check_rows,
     events_of_rows,
 )
-from ..model.replica import Change, Replica, pair_events
+from ..model.replica import Change, Replica, pair_events, pick
 from . import hooks
 from .bpfsys import parse_ring_rows, uniform_stride
 from .libbpf import BPFObject, RingBuffer
@@ -149,7 +150,8 @@ class Tracker:
           (Replica.settle). The replica's view of creations then lags by at most ``rescan_seconds``, as
           its view of frees does in this mode.
         - In the event modes each drain's events are applied together, a creation and its free in the
-          same drain (``DEFER_BATCH_SECONDS``) only counted (pair_events, Replica.settle_pairs).
+          same drain (``DEFER_BATCH_SECONDS``) or the next only counted (pair_events,
+          Replica.settle_pairs): creations reach the replica at most two drains late.
         Events are counted as they arrive. ``watch`` applies each event at once and does not defer."""
         self.findings = findings
         self.plan = plan_for(findings)
@@ -180,6 +182,7 @@ class Tracker:
         self._defer_ok: set[tuple[int, int, int]] = set()
         self._deferred: list[bytes] = []  # ring spans of creation events waiting for the next rescan
         self._deferred_count = 0
+        self._held = 0  # with "events": creations at the head of _deferred held over from the last drain
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -196,9 +199,13 @@ class Tracker:
         changes = self.drain()
         changes += self.rescan(startup=True)
         changes += self.drain()
-        if not self.defer_events or self.scanner is None:
-            return changes
-        if self.scanner.has_lists and set(self.plan.rescan_types) == set(TYPE_NAMES):
+        if self.defer_events and self.scanner is not None:
+            self._choose_defer(self.scanner.has_lists)
+        return changes
+
+    def _choose_defer(self, has_lists: bool) -> None:
+        """With ``defer_events``, once started: what may wait, and until when (``_defer``)."""
+        if has_lists and set(self.plan.rescan_types) == set(TYPE_NAMES):
             flags = {flag for flag, t in TYPE_OF_FLAG.items() if t in self.plan.rescan_types}
             self._defer = "scan"
             self._defer_ok = {(EV_CREATED, f, src) for f in flags for src, name in SOURCES.items()
@@ -207,7 +214,6 @@ class Tracker:
             self._defer = "events"  # every type by its create and free hooks
             self._defer_ok = {(kind, f, src) for kind in (EV_CREATED, EV_DESTROYED) for f in TYPE_OF_FLAG
                               for src in SOURCES} | {(EV_DESTROYED, 0, src) for src in SOURCES}
-        return changes
 
     def _load(self) -> None:
         obj = BPFObject.open(bpf_object("nstrack"))
@@ -288,38 +294,60 @@ class Tracker:
 
     def _take_deferred(self) -> EventBatch:
         batch = EventBatch(b"".join(self._deferred))
-        self._deferred, self._deferred_count = [], 0
+        self._deferred, self._deferred_count, self._held = [], 0, 0
         return batch
 
-    def _undefer(self, changes: list[Change]) -> None:
+    def _undefer(self, changes: list[Change], hold: bool = False) -> None:
         """Apply what waits: with "scan", the creations as events, without a scan; with "events", the
-        batch, pairs of a creation and its free only counted (Replica.settle_pairs)."""
+        batch, pairs of a creation and its free only counted (Replica.settle_pairs).
+
+        ``hold`` (the end of a drain, "events"): creations of this drain left without their free wait
+        for the next drain. Net and ipc namespaces are freed from work queues, so under churn their
+        frees often come a drain after their creations (a quarter to half of all creations, measured in
+        the VMs), and entering each as alive to remove it 0.2 s later was most of nstrack's cost.
+        Creations held once are applied at the next drain, paired or not: a creation reaches the
+        replica at most two drains (``2 * DEFER_BATCH_SECONDS``) after it happened."""
+        held = self._held
         batch = self._take_deferred()
         if self._defer == "events":
             created, destroyed = pair_events(batch)
             ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
-            if any(knows(ids[i] or None, inums[i]) for i in created):  # e.g. found by the start-up scan
+            if created and self.replica.knows_any(pick(ids, created), pick(inums, created)):
+                # e.g. found by the start-up scan: applied as events
                 mine = [k for k, i in enumerate(created) if not knows(ids[i] or None, inums[i])]
                 created, destroyed = [created[k] for k in mine], [destroyed[k] for k in mine]
             self.replica.settle_pairs(batch, created, destroyed)
             self.stats.events += 2 * len(created)
             self.stats.brief += len(created)
-            skip = {*created, *destroyed}
-            self._apply_rows([r for i, r in enumerate(batch.rows()) if i not in skip], changes)
+            rest = set(range(len(batch))).difference(created, destroyed)
+            if hold and rest:
+                # a later event about a held namespace would have paired with it: holding keeps order
+                keep = sorted(rest.intersection(compress(range(held, len(batch)),
+                                                         map(EV_CREATED.__eq__, batch.kind[held:]))))
+                if keep:
+                    stride, data = EventBatch.STRIDE, batch.data
+                    self._deferred = [b"".join([data[i * stride : (i + 1) * stride] for i in keep])]
+                    self._deferred_count = self._held = len(keep)
+                    rest.difference_update(keep)
+            if rest:
+                self._apply_rows(list(map(batch.row, sorted(rest))), changes)
             return
         for ev in events_of_rows(batch.rows()):
             self.replica.created(ev, changes)
 
     @property
     def deferred(self) -> int:
-        """Creation events waiting for the next rescan (``defer_events``)."""
+        """Creation events waiting (``defer_events``): for the next rescan, or held for their free."""
         return self._deferred_count
 
     def catch_up(self) -> list[Change]:
         """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
         changes = self.drain()
         if self._deferred:
-            changes += self.rescan()
+            if self._defer == "events":  # creations held for their free: apply them
+                self._undefer(changes)
+            else:
+                changes += self.rescan()
         return changes
 
     def drain(self) -> list[Change]:
@@ -330,7 +358,7 @@ class Tracker:
             for span in self._events.read_spans():
                 self._take_span(span)
             if self._defer == "events" and self._deferred:
-                self._undefer(self._pending)
+                self._undefer(self._pending, hold=True)
         out, self._pending = self._pending, []
         return out
 

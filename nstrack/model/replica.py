@@ -29,6 +29,8 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter, not_, sub
 from typing import NamedTuple
 
 from .nstypes import format_name
@@ -147,6 +149,10 @@ class Replica:
     def knows(self, ns_id: int | None, inum: int) -> bool:
         """Whether a live entry has this ns_id or this inode number."""
         return (ns_id is not None and ns_id in self._by_id) or inum in self._by_any_inum
+
+    def knows_any(self, ns_ids: Iterable[int], inums: Iterable[int]) -> bool:
+        """Whether a live entry has one of these ns_ids (0: none) or inode numbers."""
+        return not (self._by_id.keys().isdisjoint(ns_ids) and self._by_any_inum.keys().isdisjoint(inums))
 
     def find_alive_inum(self, inum: int) -> Namespace | None:
         """The live namespace with this inode number, whatever its type (live inums are unique:
@@ -340,17 +346,22 @@ class Replica:
             return
         flags, tgid, ts, ids = batch.flag, batch.tgid, batch.ts, batch.ns_id
         if 0 in ids:  # without ns_ids, entries are told apart by generation: these count as ones
-            generation, inums = self._generation, batch.inum
-            for i in created:
-                if not ids[i]:
-                    key = (TYPE_OF_FLAG[flags[i]], inums[i])
-                    generation[key] = generation.get(key, 0) + 1
-        per_type = Counter([flags[i] for i in created])
-        by_comm = Counter([(flags[i], batch.comm(i)) for i in created if tgid[i]])
+            generation = self._generation
+            plain = list(compress(created, map(not_, pick(ids, created))))
+            for (flag, inum), k in Counter(zip(pick(flags, plain), pick(batch.inum, plain))).items():
+                key = (TYPE_OF_FLAG[flag], inum)
+                generation[key] = generation.get(key, 0) + k
+        per_type = Counter(pick(flags, created))
+        made = list(compress(created, pick(tgid, created))) if 0 in tgid else created  # tgid 0: the kernel's
+        by_comm = Counter(zip(pick(flags, made), pick(batch.comms(), made)))
         lives: dict[int, list[int]] = {}
         if self.keep_brief_lives:
-            for i, j in zip(created, destroyed):
-                lives.setdefault(flags[i], []).append(ts[j] - ts[i])
+            spans = list(map(sub, pick(ts, destroyed), pick(ts, created)))
+            if len(per_type) == 1:
+                lives = {next(iter(per_type)): spans}
+            else:
+                made_flags = pick(flags, created)
+                lives = {f: list(compress(spans, map(f.__eq__, made_flags))) for f in per_type}
         self._add_brief(batch, created, per_type, by_comm, lives, [ts[j] for j in destroyed], "event")
 
     def _add_brief(self, batch: EventBatch, rows: Sequence[int], per_type: Counter[int],
@@ -473,6 +484,13 @@ class Replica:
         return dropped
 
 
+def pick(column: Sequence[int], rows: Sequence[int]) -> Sequence[int]:
+    """``column[i]`` for every i in ``rows``, in order."""
+    if len(rows) > 1:
+        return itemgetter(*rows)(column)  # type: ignore[no-any-return]
+    return [column[i] for i in rows]
+
+
 def pair_events(batch: EventBatch) -> tuple[list[int], list[int]]:
     """Creations in a batch of events (ring order) whose namespace the same batch reports destroyed:
     (indexes of those creations, indexes of the destroying events, pairwise). A namespace is its ns_id
@@ -482,8 +500,10 @@ def pair_events(batch: EventBatch) -> tuple[list[int], list[int]]:
     open_: dict[int, int] = {}
     created: list[int] = []
     destroyed: list[int] = []
-    for i, (kind, nid, inum) in enumerate(zip(batch.kind, batch.ns_id, batch.inum)):
-        key = nid or -inum  # ns_ids and inode numbers never collide (negated)
+    ids = batch.ns_id
+    # ns_ids and inode numbers never collide (negated)
+    keys = ids if 0 not in ids else [nid or -inum for nid, inum in zip(ids, batch.inum)]
+    for i, (kind, key) in enumerate(zip(batch.kind, keys)):
         if kind == EV_CREATED:
             open_[key] = i
         else:
