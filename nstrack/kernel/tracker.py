@@ -18,8 +18,8 @@ import logging
 import select
 import time
 from array import array
-from itertools import compress
 from dataclasses import dataclass, field
+from itertools import compress
 
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
