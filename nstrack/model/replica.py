@@ -124,7 +124,7 @@ class Replica:
         self.deferred = 0  # namespaces the last reconcile kept only because they were born after its scan
         self._comms: set[str] = set()  # creator commands with series of their own (Counters.by_comm)
         # Tombstones of namespaces never entered as alive (they lived and died between two scans: settle;
-        # or within one batch of events: settle_pairs), as their creation records: (EventBatch, indexes of
+        # or within two batches of events: settle_pairs), as their creation records: (EventBatch, indexes of
         # those records, destroyed_ns (one, or one per record), destroyed_by, the newest destroyed_ns).
         self.brief: deque[tuple[EventBatch, Sequence[int], int | list[int], str, int]] = deque()
         self._brief_count = 0

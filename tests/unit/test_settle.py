@@ -228,3 +228,16 @@ def test_creations_wait_one_drain_for_their_free() -> None:
     assert t.replica.counters.created["net"] - before.get("net", 0) == 1
     assert t.replica.counters.created["uts"] - before.get("uts", 0) == 2
     t.close()
+
+
+def test_pairs_of_namespaces_the_replica_knows_are_applied_as_events() -> None:
+    """A namespace the start-up scan found, whose free and a (duplicate) creation come in one drain: not a
+    short-lived one; its entry is removed as by applying each event."""
+    t, ring = event_tracker()
+    t.replica.reconcile([NSRecord("uts", 9100, 910, 0, 0, None)], 0, startup=True)
+    assert t.replica.knows_any([910], []) and t.replica.knows_any([0], [9100]) and not t.replica.knows_any([911], [1])
+    ring.spans = [HEADER + raw(5, 910, UTS, 9100) + HEADER + destroyed_raw(6, 910, UTS, 9100)]
+    changes = t.drain()
+    assert [(c.kind, c.ns.ns_id) for c in changes] == [("destroyed", 910)]
+    assert t.stats.brief == 0 and t.replica.find_alive("uts", 9100, 910) is None
+    t.close()
