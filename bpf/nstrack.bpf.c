@@ -164,16 +164,23 @@ static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, _
 	}
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->ns_id = ns_id_of(ns);
-	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->kind = kind;
 	e->ns_type = type;
 	e->inum = BPF_CORE_READ(ns, inum);
-	owner = owner_of(ns, type, &e->parent_inum);
-	e->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
-	e->pid = (__u32)id;
-	e->tgid = id >> 32;
 	e->source = source;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (kind == NSTRACK_EV_DESTROYED) {
+		/* who frees a namespace (often a kworker) and its owner are not reported: not read */
+		e->cgroup_id = 0;
+		e->owner_inum = e->parent_inum = e->pid = e->tgid = 0;
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
+	} else {
+		e->cgroup_id = bpf_get_current_cgroup_id();
+		owner = owner_of(ns, type, &e->parent_inum);
+		e->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+		e->pid = (__u32)id;
+		e->tgid = id >> 32;
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	}
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -268,7 +275,6 @@ FENTRY_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace)
 static __always_inline void emit_inum_free(unsigned int inum)
 {
 	struct ns_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	__u64 id = bpf_get_current_pid_tgid();
 
 	if (!e) {
 		__sync_fetch_and_add(&lost_events, 1);
@@ -278,8 +284,6 @@ static __always_inline void emit_inum_free(unsigned int inum)
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->kind = NSTRACK_EV_DESTROYED;
 	e->inum = inum;
-	e->pid = (__u32)id;
-	e->tgid = id >> 32;
 	e->source = NSTRACK_SRC_FREE_INUM;
 	bpf_ringbuf_submit(e, 0);
 }

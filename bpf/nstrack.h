@@ -30,9 +30,9 @@ struct ns_event {
 	__u32 kind;        /* NSTRACK_EV_* */
 	__u32 ns_type;     /* CLONE_NEW* flag */
 	__u32 inum;
-	__u32 owner_inum;  /* owning user namespace (for user namespaces: the parent) */
+	__u32 owner_inum;  /* owning user namespace (for user namespaces: the parent); 0 when destroyed */
 	__u32 parent_inum; /* parent pid namespace (pid only), else 0 */
-	__u32 pid;         /* task that caused it (thread id) */
+	__u32 pid;         /* task that made it (thread id); 0 in destroyed events */
 	__u32 tgid;
 	__u32 source;      /* NSTRACK_SRC_* */
 	char comm[NSTRACK_COMM_LEN];

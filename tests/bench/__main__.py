@@ -27,10 +27,15 @@ OUT = Path(os.environ.get("NSTRACK_BENCH_OUT") or ROOT / "build" / "bench")  # t
 WORKLOAD = str(Path(__file__).with_name("workload.py"))
 ROUNDS = int(os.environ.get("NSTRACK_BENCH_ROUNDS", "7"))
 SECONDS = float(os.environ.get("NSTRACK_BENCH_SECONDS", "4.0"))  # a run spans rescans (2 s)
+# Before every run, with or without a tracker: the kernel frees net namespaces from a work queue, and
+# what one run leaves to free must not slow the next (under QEMU's TCG this took seconds).
+PAUSE = float(os.environ.get("NSTRACK_BENCH_PAUSE", "0.5"))
 
 
 def run_workload(kind: str) -> float:
-    r = subprocess.run([sys.executable, WORKLOAD, kind, str(SECONDS)], capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, WORKLOAD, kind, str(SECONDS)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"workload {kind} exited {r.returncode}: {r.stderr.strip()[-500:]}")
     return int(r.stdout) / SECONDS
 
 
@@ -82,10 +87,12 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
         order = (False, True) if i % 2 == 0 else (True, False)
         for tracked in order:
             if not tracked:
+                time.sleep(PAUSE)
                 without.append(run_workload(kind))
                 continue
             live = Live(mode, defer=config != "watch", read=config != "unread")
             with live as tracker:
+                time.sleep(PAUSE)
                 e0, c0 = tracker.stats.events, time.process_time()
                 rate = run_workload(kind)
                 time.sleep(0.3)  # let the poller drain what the workload produced
