@@ -311,6 +311,7 @@ class Tracker:
         batch = self._take_deferred()
         if self._defer == "events":
             created, destroyed = pair_events(batch)
+            paired = created
             ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
             if created and self.replica.knows_any(pick(ids, created), pick(inums, created)):
                 # e.g. found by the start-up scan: applied as events
@@ -321,9 +322,11 @@ class Tracker:
             self.stats.brief += len(created)
             rest = set(range(len(batch))).difference(created, destroyed)
             if hold and rest:
-                # a later event about a held namespace would have paired with it: holding keeps order
+                # creations without a free in the batch: a later event about a held namespace would
+                # have been its free, so holding keeps the order of what is applied
                 keep = sorted(rest.intersection(compress(range(held, len(batch)),
-                                                         map(EV_CREATED.__eq__, batch.kind[held:]))))
+                                                         map(EV_CREATED.__eq__, batch.kind[held:])))
+                              .difference(paired))
                 if keep:
                     stride, data = EventBatch.STRIDE, batch.data
                     self._deferred = [b"".join([data[i * stride : (i + 1) * stride] for i in keep])]
