@@ -153,7 +153,7 @@ static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, _
 {
 	struct user_namespace *owner;
 	struct ns_event *e;
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id;
 
 	if (!ns)
 		return;
@@ -177,6 +177,7 @@ static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, _
 		e->cgroup_id = bpf_get_current_cgroup_id();
 		owner = owner_of(ns, type, &e->parent_inum);
 		e->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+		id = bpf_get_current_pid_tgid();
 		e->pid = (__u32)id;
 		e->tgid = id >> 32;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import select
+import struct
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -24,10 +25,10 @@ from itertools import compress
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    EV_CREATED, EV_DESTROYED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, check_rows,
-    events_of_rows,
+    EV_CREATED, EV_DESTROYED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, boot_ns,
+    check_rows, events_of_rows,
 )
-from ..model.replica import Change, Replica, pair_events, pick
+from ..model.replica import Change, Replica, pair_events, pair_keys, pick
 from . import hooks
 from .bpfsys import parse_ring_rows, uniform_stride
 from .libbpf import BPFObject, RingBuffer
@@ -45,6 +46,11 @@ BATCH_SECONDS = 0.05
 # this many creations wait (bounds memory: 80 bytes each).
 DEFER_BATCH_SECONDS = 0.2
 DEFER_MAX = 200_000
+# In the event modes a creation still without its free at the end of a drain is held back this long
+# (by its kernel timestamp) for its free: net and ipc namespaces are freed from work queues, often
+# later than the next drain (cleanup_net batches them; in the 5.10 VMs 0.4 s was too short for 19%).
+HOLD_SECONDS = 1.0
+TS = struct.Struct("<Q")  # an event record's kernel timestamp, after the 8-byte ring header
 
 
 @dataclass
@@ -150,8 +156,8 @@ class Tracker:
           (Replica.settle). The replica's view of creations then lags by at most ``rescan_seconds``, as
           its view of frees does in this mode.
         - In the event modes each drain's events are applied together, a creation and its free in the
-          same drain (``DEFER_BATCH_SECONDS``) or the next only counted (pair_events,
-          Replica.settle_pairs): creations reach the replica at most two drains late.
+          same drain (``DEFER_BATCH_SECONDS``) or within ``HOLD_SECONDS`` only counted (pair_events,
+          Replica.settle_pairs): creations reach the replica at most ``HOLD_SECONDS`` plus a drain late.
         Events are counted as they arrive. ``watch`` applies each event at once and does not defer."""
         self.findings = findings
         self.plan = plan_for(findings)
@@ -182,7 +188,8 @@ class Tracker:
         self._defer_ok: set[tuple[int, int, int]] = set()
         self._deferred: list[bytes] = []  # ring spans of creation events waiting for the next rescan
         self._deferred_count = 0
-        self._held = 0  # with "events": creations at the head of _deferred held over from the last drain
+        # with "events": creations held for their free (HOLD_SECONDS), by namespace (pair_keys), oldest first
+        self._held: dict[int, bytes] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -263,7 +270,7 @@ class Tracker:
                 if self._defer == "scan":
                     self.stats.events += n  # (with "events", counted when applied)
                 return
-        if self._deferred:
+        if self._deferred or self._held:
             self._undefer(self._pending)
         _, rows, other = parse_ring_rows(span, EVENT_ROW)
         self.stats.bad_records += other
@@ -294,59 +301,77 @@ class Tracker:
 
     def _take_deferred(self) -> EventBatch:
         batch = EventBatch(b"".join(self._deferred))
-        self._deferred, self._deferred_count, self._held = [], 0, 0
+        self._deferred, self._deferred_count = [], 0
         return batch
 
     def _undefer(self, changes: list[Change], hold: bool = False) -> None:
         """Apply what waits: with "scan", the creations as events, without a scan; with "events", the
         batch, pairs of a creation and its free only counted (Replica.settle_pairs).
 
-        ``hold`` (the end of a drain, "events"): creations of this drain left without their free wait
-        for the next drain. Net and ipc namespaces are freed from work queues, so under churn their
-        frees often come a drain after their creations (a quarter to half of all creations, measured in
-        the VMs), and entering each as alive to remove it 0.2 s later was most of nstrack's cost.
-        Creations held once are applied at the next drain, paired or not: a creation reaches the
-        replica at most two drains (``2 * DEFER_BATCH_SECONDS``) after it happened."""
-        held = self._held
-        batch = self._take_deferred()
-        if self._defer == "events":
-            created, destroyed = pair_events(batch)
-            paired = created
-            ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
-            if created and self.replica.knows_any(pick(ids, created), pick(inums, created)):
-                # e.g. found by the start-up scan: applied as events
-                mine = [k for k, i in enumerate(created) if not knows(ids[i] or None, inums[i])]
-                created, destroyed = [created[k] for k in mine], [destroyed[k] for k in mine]
-            self.replica.settle_pairs(batch, created, destroyed)
-            self.stats.events += 2 * len(created)
-            self.stats.brief += len(created)
-            rest = set(range(len(batch))).difference(created, destroyed)
-            if hold and rest:
-                # creations without a free in the batch: a later event about a held namespace would
-                # have been its free, so holding keeps the order of what is applied
-                keep = sorted(rest.intersection(compress(range(held, len(batch)),
-                                                         map(EV_CREATED.__eq__, batch.kind[held:])))
-                              .difference(paired))
-                if keep:
-                    stride, data = EventBatch.STRIDE, batch.data
-                    self._deferred = [b"".join([data[i * stride : (i + 1) * stride] for i in keep])]
-                    self._deferred_count = self._held = len(keep)
-                    rest.difference_update(keep)
-            if rest:
-                self._apply_rows(list(map(batch.row, sorted(rest))), changes)
+        ``hold`` (the end of a drain, "events"): creations left without their free are held back for
+        it, up to ``HOLD_SECONDS`` after they happened. Net and ipc namespaces are freed from work
+        queues, so under churn their frees often come drains after their creations, and entering each
+        as alive to remove it moments later was most of nstrack's cost (measured in the VMs). Held
+        creations are kept by namespace, so a drain looks up only the namespaces its own events name;
+        they go back into a batch, ahead of its events, when one of those is about them or when they
+        are due. Without ``hold`` everything held is applied."""
+        if self._defer != "events":
+            for ev in events_of_rows(self._take_deferred().rows()):
+                self.replica.created(ev, changes)
             return
-        for ev in events_of_rows(batch.rows()):
-            self.replica.created(ev, changes)
+        new = b"".join(self._deferred)
+        self._deferred, self._deferred_count = [], 0
+        held, batch = self._held, EventBatch(new)
+        keys = pair_keys(batch)
+        if not hold:
+            back, self._held = list(held.values()), {}
+        else:
+            # held creations this batch names (their free, or a reuse of their inode number) and those due
+            back = [held.pop(k) for k in held.keys() & keys] if held and new else []
+            due = boot_ns() - int(HOLD_SECONDS * 1e9)
+            while held:
+                k, rec = next(iter(held.items()))
+                if TS.unpack_from(rec, 8)[0] > due:
+                    break
+                back.append(held.pop(k))
+        front = len(back)
+        if back:
+            batch = EventBatch(b"".join(back) + new)
+            keys = pair_keys(batch)
+        created, destroyed = pair_events(batch, keys)
+        paired = created
+        ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
+        if created and self.replica.knows_any(pick(ids, created), pick(inums, created)):
+            # e.g. found by the start-up scan: applied as events
+            mine = [k for k, i in enumerate(created) if not knows(ids[i] or None, inums[i])]
+            created, destroyed = [created[k] for k in mine], [destroyed[k] for k in mine]
+        self.replica.settle_pairs(batch, created, destroyed)
+        self.stats.events += 2 * len(created)
+        self.stats.brief += len(created)
+        rest = set(range(len(batch))).difference(created, destroyed)
+        if hold and rest:
+            # new creations without a free in the batch: a later event about a held namespace brings it
+            # back ahead of that event, so holding keeps the order in which events are applied
+            keep = sorted(rest.intersection(compress(range(front, len(batch)),
+                                                     map(EV_CREATED.__eq__, batch.kind[front:])))
+                          .difference(paired))
+            if keep:
+                stride, data = EventBatch.STRIDE, batch.data
+                latest = dict(zip(pick(keys, keep), keep))  # an inode number reused unseen: the older applied
+                held.update(zip(latest, [data[i * stride : (i + 1) * stride] for i in latest.values()]))
+                rest.difference_update(latest.values())
+        if rest:
+            self._apply_rows(list(map(batch.row, sorted(rest))), changes)
 
     @property
     def deferred(self) -> int:
         """Creation events waiting (``defer_events``): for the next rescan, or held for their free."""
-        return self._deferred_count
+        return self._deferred_count + len(self._held)
 
     def catch_up(self) -> list[Change]:
         """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
         changes = self.drain()
-        if self._deferred:
+        if self._deferred or self._held:
             if self._defer == "events":  # creations held for their free: apply them
                 self._undefer(changes)
             else:
@@ -360,7 +385,7 @@ class Tracker:
         if self._events is not None:
             for span in self._events.read_spans():
                 self._take_span(span)
-            if self._defer == "events" and self._deferred:
+            if self._defer == "events" and (self._deferred or self._held):
                 self._undefer(self._pending, hold=True)
         out, self._pending = self._pending, []
         return out
@@ -393,7 +418,7 @@ class Tracker:
             log.warning("ring buffer full: %d events lost so far; rescanning", self.stats.lost_events)
             changes += self.drain()
             changes += self.rescan(heal=True)
-        elif time.monotonic() >= self._next_rescan or self._deferred_count >= DEFER_MAX:
+        elif time.monotonic() >= self._next_rescan or self.deferred >= DEFER_MAX:
             changes += self.rescan()
         return changes
 
@@ -439,7 +464,7 @@ class Tracker:
         else:
             types = set()
         settled: list[Change] = []
-        if self._deferred:
+        if self._deferred or self._held:
             if s.complete and self._defer == "scan":
                 settled, brief = self.replica.settle(self._take_deferred(), {r.ns_id for r in s.namespaces},
                                                      s.start_ns)

@@ -124,7 +124,7 @@ class Replica:
         self.deferred = 0  # namespaces the last reconcile kept only because they were born after its scan
         self._comms: set[str] = set()  # creator commands with series of their own (Counters.by_comm)
         # Tombstones of namespaces never entered as alive (they lived and died between two scans: settle;
-        # or within two batches of events: settle_pairs), as their creation records: (EventBatch, indexes of
+        # or while the tracker held back their creation: settle_pairs), as their creation records: (EventBatch, indexes of
         # those records, destroyed_ns (one, or one per record), destroyed_by, the newest destroyed_ns).
         self.brief: deque[tuple[EventBatch, Sequence[int], int | list[int], str, int]] = deque()
         self._brief_count = 0
@@ -491,19 +491,16 @@ def pick(column: Sequence[int], rows: Sequence[int]) -> Sequence[int]:
     return [column[i] for i in rows]
 
 
-def pair_events(batch: EventBatch) -> tuple[list[int], list[int]]:
+def pair_events(batch: EventBatch, keys: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
     """Creations in a batch of events (ring order) whose namespace the same batch reports destroyed:
     (indexes of those creations, indexes of the destroying events, pairwise). A namespace is its ns_id
     where the events carry one (6.18+), else its inode number (a free may come as an inode number
     only: proc_free_inum; live inode numbers are unique across types, and a reused one pairs with its
-    latest creation)."""
+    latest creation). ``keys``: the batch's pair_keys, if already known."""
     open_: dict[int, int] = {}
     created: list[int] = []
     destroyed: list[int] = []
-    ids = batch.ns_id
-    # ns_ids and inode numbers never collide (negated)
-    keys = ids if 0 not in ids else [nid or -inum for nid, inum in zip(ids, batch.inum)]
-    for i, (kind, key) in enumerate(zip(batch.kind, keys)):
+    for i, (kind, key) in enumerate(zip(batch.kind, pair_keys(batch) if keys is None else keys)):
         if kind == EV_CREATED:
             open_[key] = i
         else:
@@ -512,6 +509,13 @@ def pair_events(batch: EventBatch) -> tuple[list[int], list[int]]:
                 created.append(j)
                 destroyed.append(i)
     return created, destroyed
+
+
+def pair_keys(batch: EventBatch) -> Sequence[int]:
+    """The namespace of each event of a batch as pair_events keys them: its ns_id where it has one,
+    else its inode number negated (ns_ids and inode numbers never collide)."""
+    ids = batch.ns_id
+    return ids if 0 not in ids else [nid or -inum for nid, inum in zip(ids, batch.inum)]
 
 
 def wall_time(boot_timestamp_ns: int) -> float:

@@ -139,7 +139,7 @@ class NstrackCollector(Collector):
         ev.add_metric([], stats.events)
         yield ev
         br = CounterMetricFamily("nstrack_short_lived_namespaces", "Namespaces created and destroyed between "
-                                 "two rescans (tracepoint mode) or within two batches of events (0.4 s): counted as "
+                                 "two rescans (tracepoint mode) or within a second (event modes): counted as "
                                  "created and destroyed, kept as tombstones, never listed as alive.")
         br.add_metric([], stats.brief)
         yield br

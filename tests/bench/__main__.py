@@ -81,7 +81,7 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
     without: list[float] = []
     with_: list[float] = []
     cpu_per_1000: list[float] = []
-    lost = events = 0
+    lost = events = paired = 0
     run_workload(kind)  # warm-up, not counted (caches; under QEMU's TCG, code translation)
     for i in range(ROUNDS):
         order = (False, True) if i % 2 == 0 else (True, False)
@@ -93,13 +93,14 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
             live = Live(mode, defer=config != "watch", read=config != "unread")
             with live as tracker:
                 time.sleep(PAUSE)
-                e0, c0 = tracker.stats.events, time.process_time()
+                e0, c0, b0 = tracker.stats.events, time.process_time(), tracker.stats.brief
                 rate = run_workload(kind)
                 time.sleep(0.3)  # let the poller drain what the workload produced
                 live.settle()  # and apply what waits, so that the CPU time covers every event
                 ev, cpu = tracker.stats.events - e0, time.process_time() - c0
                 lost += tracker.stats.lost_events
                 events += ev
+                paired += tracker.stats.brief - b0
                 with_.append(rate)
                 if ev:
                     cpu_per_1000.append(cpu / ev * 1000)
@@ -116,6 +117,8 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
         "ratio": round(ratio, 4),
         "events": events,
         "lost_events": lost,
+        # creations counted with their free, never entered as alive (serve, event modes: Tracker._undefer)
+        "creations_paired": paired,
         "nstrack_cpu_seconds_per_1000_events": round(statistics.median(cpu_per_1000), 4) if cpu_per_1000 else None,
         "rates_without": [round(x, 1) for x in without],
         "rates_with": [round(x, 1) for x in with_],

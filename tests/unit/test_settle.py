@@ -209,24 +209,61 @@ def event_tracker() -> tuple[object, FakeRing]:
     return t, ring
 
 
-def test_creations_wait_one_drain_for_their_free() -> None:
-    """A creation whose free comes a drain later (net and ipc namespaces are freed from work queues) is
-    paired then, never entered as alive; one still unpaired after its second drain is applied."""
+def test_creations_are_held_for_their_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A creation whose free comes drains later (net and ipc namespaces are freed from work queues) is
+    paired then, never entered as alive; one still unpaired HOLD_SECONDS after it happened is applied."""
+    from nstrack.kernel import tracker as tracker_mod
+
+    hold = int(tracker_mod.HOLD_SECONDS * 1e9)
+    now = [0]
+    monkeypatch.setattr(tracker_mod, "boot_ns", lambda: now[0])
     t, ring = event_tracker()
     before = dict(t.replica.counters.created)
+    now[0] = 10
     ring.spans = [b"".join(HEADER + r for r in (raw(1, 901, NET, 9001), raw(2, 902, UTS, 9002)))]
     assert t.drain() == [] and t.deferred == 2  # both held
-    ring.spans = [HEADER + destroyed_raw(3, 901, NET, 9001) + HEADER + raw(4, 903, UTS, 9003)]
-    changes = t.drain()  # 901 paired; 902 held twice: applied; 903 held
-    assert [(c.kind, c.ns.ns_id) for c in changes] == [("created", 902)] and t.deferred == 1
+    now[0] = hold // 2
+    ring.spans = [HEADER + raw(3, 904, UTS, 9004)]
+    assert t.drain() == [] and t.deferred == 3  # a drain naming none of them: all still held
+    now[0] = hold + 2
+    ring.spans = [HEADER + destroyed_raw(hold + 1, 901, NET, 9001) + HEADER + raw(hold + 1, 903, UTS, 9003)]
+    changes = t.drain()  # 901 paired; 902 due: applied; 904 (at 3) and 903 held
+    assert [(c.kind, c.ns.ns_id) for c in changes] == [("created", 902)] and t.deferred == 2
     assert t.stats.brief == 1 and t.replica.find_alive("net", 9001, 901) is None
     assert t.replica.find_alive("uts", 9002, 902) is not None
     assert [n.ns_id for n in t.replica.lookup("net", 9001)] == [901]  # its tombstone, with its creator
     assert t.replica.lookup("net", 9001)[0].creator.comm == "churn"
+    now[0] = hold + 3
+    changes = t.drain()  # 904 due, with no event of this drain
+    assert [(c.kind, c.ns.ns_id) for c in changes] == [("created", 904)] and t.deferred == 1
     changes = t.catch_up()  # a read applies what is held
     assert [(c.kind, c.ns.ns_id) for c in changes] == [("created", 903)] and t.deferred == 0
     assert t.replica.counters.created["net"] - before.get("net", 0) == 1
-    assert t.replica.counters.created["uts"] - before.get("uts", 0) == 2
+    assert t.replica.counters.created["uts"] - before.get("uts", 0) == 3
+    t.close()
+
+
+def test_held_creations_keep_the_order_of_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events about a held namespace bring it back ahead of them: an inode number reused (no ns_ids,
+    as before 6.18) keeps two namespaces apart, and a free without its creation is applied as one."""
+    from nstrack.kernel import tracker as tracker_mod
+
+    monkeypatch.setattr(tracker_mod, "boot_ns", lambda: 100)
+    t, ring = event_tracker()
+    ring.spans = [HEADER + raw(1, 0, NET, 9010)]
+    assert t.drain() == [] and t.deferred == 1
+    # the inode number is reused: its first namespace's free was not seen (e.g. lost)
+    ring.spans = [HEADER + raw(2, 0, NET, 9010) + HEADER + raw(3, 0, NET, 9010)]
+    changes = t.drain()  # the held one and the first of this batch applied in order; the latest held
+    created = [c.ns for c in changes if c.kind == "created"]
+    assert [(n.inum, n.created_ns) for n in created] == [(9010, 1), (9010, 2)] and t.deferred == 1
+    assert created[0].generation != created[1].generation
+    ring.spans = [HEADER + destroyed_raw(4, 0, NET, 9010) + HEADER + destroyed_raw(5, 0, NET, 9011)]
+    changes = t.drain()  # the held one and its free, applied as events (it supersedes a known one)
+    assert [(c.kind, c.via, c.ns.created_ns) for c in changes] == [
+        ("destroyed", "superseded", 2), ("created", "event", 3), ("destroyed", "event", 3)]
+    assert t.deferred == 0 and t.replica.find_alive_inum(9010) is None  # 9011 unknown: nothing destroyed
+    assert [n.created_ns for n in t.replica.lookup("net", 9010)] == [3, 2, 1]  # newest first
     t.close()
 
 
