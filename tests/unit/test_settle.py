@@ -91,6 +91,23 @@ def test_settle_changes_are_those_of_the_events_applied() -> None:
                                                               ("created", 12, "event")]
 
 
+def test_settle_counts_creators_of_one_command_without_the_kernels_own() -> None:
+    """One command made them all (counted at once, by the batch's one comm), one the kernel made."""
+    raws = [raw(i * 10**9, i, UTS if i % 2 else NET, 4026532000 + i, tgid=0 if i == 3 else 100) for i in range(1, 6)]
+    scan = SCAN[:1] + [NSRecord("net", 4026531840, 1001, 0, 0, None)]
+    a, b = Replica(), Replica()
+    a.reconcile(scan, 0, startup=True)
+    for x in raws:
+        a.apply(decode_event(x))
+    a.reconcile(scan, START)
+    b.reconcile(scan, 0, startup=True)
+    assert b.settle(batch(raws), {n.ns_id for n in scan}, START)[1] == 5
+    b.reconcile(scan, START)
+    for name in ("created", "destroyed", "by_comm"):
+        assert getattr(b.counters, name) == getattr(a.counters, name), name
+    assert sum(a.counters.by_comm.values()) == 4 and a.counters.created == {"uts": 3, "net": 2}
+
+
 def test_brief_tombstones_are_bounded_in_number_and_time() -> None:
     r, _, _ = deferred(tombstone_max=4)
     assert [n.ns_id for n in r.lookup() if not n.alive] == [11, 10, 9, 7]  # the newest 4, newest first
