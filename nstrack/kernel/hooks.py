@@ -21,8 +21,8 @@ PER_TYPE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "net": (("copy_net_ns",), ("__put_net",)),
     "uts": (("copy_utsname",), ("free_uts_ns",)),
     # free_ipc_ns is inlined on every kernel seen (5.10-7.2); shm_exit_ns(ns) runs once in it.
-    # mq_clear_sbinfo(ns) runs at the last put, before the free work.
-    "ipc": (("copy_ipcs",), ("shm_exit_ns", "mq_clear_sbinfo")),
+    # mq_clear_sbinfo(ns) runs at the last put, before the free work (LAST_PUT).
+    "ipc": (("copy_ipcs",), ("mq_clear_sbinfo", "shm_exit_ns")),
     "mnt": (("copy_mnt_ns",), ("free_mnt_ns",)),
     "pid": (("copy_pid_ns",), ("delayed_free_pidns",)),  # RCU callback of the free
     # __put_user_ns runs at the last put; free_user_ns is the work item that frees (and may free
@@ -53,6 +53,15 @@ class TypeHooks:
 INUM_FREE = "proc_free_inum"
 
 
+# Types whose last put calls a function in another file (never inlined into it): their frees are
+# learnt there, when the namespace becomes unreachable, rather than when a work item frees it and
+# returns its inode number. put_ipc_ns (ipc/namespace.c) calls mq_clear_sbinfo (ipc/mqueue.c) and leaves
+# the rest to a work item that unmounts each namespace's mqueue after an RCU grace period: under
+# namespace churn in the 5.10 VMs most ipc inode numbers came back more than a second after the last put.
+# Absent without CONFIG_POSIX_MQUEUE (an inline no-op then): proc_free_inum serves.
+LAST_PUT = {"ipc": "mq_clear_sbinfo"}
+
+
 def resolve(present: set[str] | frozenset[str]) -> dict[str, TypeHooks]:
     """Hooks per type given the set of functions that exist (in BTF for fentry, kallsyms for kprobe)."""
     if GENERIC_CREATE in present and GENERIC_DESTROY in present:
@@ -60,7 +69,11 @@ def resolve(present: set[str] | frozenset[str]) -> dict[str, TypeHooks]:
     out: dict[str, TypeHooks] = {}
     for t, (creates, destroys) in PER_TYPE.items():
         c = next((f for f in creates if f in present), None)
-        d = INUM_FREE if INUM_FREE in present else next((f for f in destroys if f in present), None)
+        last_put = LAST_PUT.get(t)
+        if last_put in present:
+            d: str | None = last_put
+        else:
+            d = INUM_FREE if INUM_FREE in present else next((f for f in destroys if f in present), None)
         out[t] = TypeHooks(c, d)
     return out
 

@@ -31,6 +31,10 @@ def test_hook_table_prefers_generic_hooks() -> None:
     r = hooks.resolve(older)
     assert r["net"].create == "copy_net_ns" and r["net"].destroy == "proc_free_inum"
     assert hooks.resolve(older - {"proc_free_inum"})["net"].destroy == "__put_net"
+    # ipc: at its last put where that call exists (not an inline no-op), else by its inode number
+    assert r["ipc"].destroy == "mq_clear_sbinfo"
+    assert hooks.resolve(older - {"mq_clear_sbinfo"})["ipc"].destroy == "proc_free_inum"
+    assert hooks.resolve(older - {"mq_clear_sbinfo", "proc_free_inum"})["ipc"].destroy == "shm_exit_ns"
     assert hooks.hooked_types({"copy_net_ns"}) == frozenset()
     assert hooks.hooked_types({"copy_net_ns", "__put_net", "copy_utsname"}) == {"net"}
 
