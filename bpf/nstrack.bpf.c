@@ -337,7 +337,7 @@ int BPF_KPROBE(kp_tree_remove, struct ns_common *ns)
 	return 0;
 }
 
-/* Attached by Python to every per-type create function: remembers the first argument. */
+/* Attached by Python to create_user_ns (its kretprobe needs the cred): remembers the first argument. */
 SEC("kprobe")
 int BPF_KPROBE(kp_create_entry, unsigned long arg1)
 {
@@ -359,23 +359,31 @@ static __always_inline int kp_arg1(__u64 *arg1)
 	return 0;
 }
 
-#define KRET_COPY(fn, TYPE, T)                                                               \
+/*
+ * create_new_namespaces() calls every copy function for any unshare, clone or setns that makes a
+ * namespace; each returns the namespace the task has (referenced again) unless its flag asked for a new
+ * one. The caller's nsproxy is the one the copies start from (unshare and setns: current's; clone: the
+ * child's, still the parent's pointer), so a result that differs from it is new. No entry probe is needed
+ * for the flags: half the probes on this path (each a trap in kprobe mode).
+ */
+#define KRET_COPY(fn, TYPE, T, FIELD)                                                        \
 SEC("kretprobe/" #fn)                                                                        \
 int BPF_KRETPROBE(kp_create_##fn, T *ret)                                                    \
 {                                                                                            \
-	__u64 flags = 0;                                                                     \
-	if (kp_arg1(&flags) == 0 && (flags & TYPE) && !IS_ERR_OR_NULL(ret))                  \
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();             \
+                                                                                             \
+	if (!IS_ERR_OR_NULL(ret) && (void *)ret != (void *)BPF_CORE_READ(task, nsproxy, FIELD)) \
 		emit(&ret->ns, TYPE, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);                   \
 	return 0;                                                                            \
 }
 
-KRET_COPY(copy_net_ns, CLONE_NEWNET, struct net)
-KRET_COPY(copy_utsname, CLONE_NEWUTS, struct uts_namespace)
-KRET_COPY(copy_ipcs, CLONE_NEWIPC, struct ipc_namespace)
-KRET_COPY(copy_pid_ns, CLONE_NEWPID, struct pid_namespace)
-KRET_COPY(copy_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
-KRET_COPY(copy_time_ns, CLONE_NEWTIME, struct time_namespace)
-KRET_COPY(copy_mnt_ns, CLONE_NEWNS, struct mnt_namespace)
+KRET_COPY(copy_net_ns, CLONE_NEWNET, struct net, net_ns)
+KRET_COPY(copy_utsname, CLONE_NEWUTS, struct uts_namespace, uts_ns)
+KRET_COPY(copy_ipcs, CLONE_NEWIPC, struct ipc_namespace, ipc_ns)
+KRET_COPY(copy_pid_ns, CLONE_NEWPID, struct pid_namespace, pid_ns_for_children)
+KRET_COPY(copy_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace, cgroup_ns)
+KRET_COPY(copy_time_ns, CLONE_NEWTIME, struct time_namespace, time_ns_for_children)
+KRET_COPY(copy_mnt_ns, CLONE_NEWNS, struct mnt_namespace, mnt_ns)
 
 SEC("kretprobe/create_user_ns")
 int BPF_KRETPROBE(kp_create_create_user_ns, int ret)

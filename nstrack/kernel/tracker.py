@@ -100,7 +100,8 @@ def plan_for(findings: Findings) -> Plan:
                 if d.mode == "fentry":
                     attach += [(f"create_{c}", None), (f"destroy_{x}", None)]
                 else:
-                    attach += [("kp_create_entry", c), (f"kp_create_{c}", None), (f"kp_destroy_{x}", None)]
+                    entry = [("kp_create_entry", c)] if c == "create_user_ns" else []  # its kretprobe needs the cred
+                    attach += entry + [(f"kp_create_{c}", None), (f"kp_destroy_{x}", None)]
             attach = list(dict.fromkeys(attach))  # one proc_free_inum hook serves every type
         for t in d.per_type:
             if d.per_type[t] == d.mode:
