@@ -350,6 +350,16 @@ class Tracker:
         self.stats.events += 2 * len(created)
         self.stats.brief += len(created)
         rest = set(range(len(batch))).difference(created, destroyed)
+        if rest and 0 in batch.flag:
+            # inode numbers freed (proc_free_inum) of no live namespace: proc entries, and ipc namespaces
+            # already reported at their last put; dropped here rather than one by one in _apply_rows
+            flags, kinds, alive = batch.flag, batch.kind, self.replica.alive_inums()
+            frees = [i for i in rest if not flags[i] and kinds[i] == EV_DESTROYED]
+            if frees:
+                born = {inums[i] for i in rest if kinds[i] == EV_CREATED}
+                idle = [i for i in frees if inums[i] not in alive and inums[i] not in born]
+                self.stats.other_inum_frees += len(idle)
+                rest.difference_update(idle)
         if hold and rest:
             # new creations without a free in the batch: a later event about a held namespace brings it
             # back ahead of that event, so holding keeps the order in which events are applied

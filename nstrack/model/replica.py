@@ -154,6 +154,10 @@ class Replica:
         """Whether a live entry has one of these ns_ids (0: none) or inode numbers."""
         return not (self._by_id.keys().isdisjoint(ns_ids) and self._by_any_inum.keys().isdisjoint(inums))
 
+    def alive_inums(self) -> AbstractSet[int]:
+        """The inode numbers of the live namespaces (a live view)."""
+        return self._by_any_inum.keys()
+
     def find_alive_inum(self, inum: int) -> Namespace | None:
         """The live namespace with this inode number, whatever its type (live inums are unique:
         every namespace type and proc entry draws them from one allocator)."""

@@ -281,6 +281,14 @@ def test_held_creations_keep_the_order_of_events(monkeypatch: pytest.MonkeyPatch
         ("destroyed", "superseded", 2), ("created", "event", 3), ("destroyed", "event", 3)]
     assert t.deferred == 0 and t.replica.find_alive_inum(9010) is None  # 9011 unknown: nothing destroyed
     assert [n.created_ns for n in t.replica.lookup("net", 9010)] == [3, 2, 1]  # newest first
+    t.replica.reconcile([NSRecord("uts", 9020, 0, 0, 0, None)], 0, startup=True)
+    # inode numbers freed: one of a live namespace (applied), one of none (only counted), one whose
+    # namespace is created in the same batch (paired)
+    ring.spans = [HEADER + destroyed_raw(6, 0, 0, 9020) + HEADER + destroyed_raw(7, 0, 0, 9021)
+                  + HEADER + raw(8, 0, NET, 9022) + HEADER + destroyed_raw(9, 0, 0, 9022)]
+    changes = t.drain()
+    assert [(c.kind, c.ns.inum) for c in changes] == [("destroyed", 9020)]
+    assert t.stats.other_inum_frees == 1 and t.stats.brief == 1 and t.deferred == 0
     t.close()
 
 
