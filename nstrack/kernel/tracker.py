@@ -189,8 +189,8 @@ class Tracker:
         self._defer_ok: set[tuple[int, int, int]] = set()
         self._deferred: list[bytes] = []  # ring spans of creation events waiting for the next rescan
         self._deferred_count = 0
-        # with "events": creations held for their free (HOLD_SECONDS), by namespace (pair_keys), oldest first
-        self._held: dict[int, bytes] = {}
+        # proc_free_inum is hooked (before 6.18): frees may come as bare inode numbers
+        self._inum_frees = any(prog.endswith(hooks.INUM_FREE) for prog, _ in self.plan.attach)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -271,7 +271,7 @@ class Tracker:
                 if self._defer == "scan":
                     self.stats.events += n  # (with "events", counted when applied)
                 return
-        if self._deferred or self._held:
+        if self._deferred:
             self._undefer(self._pending)
         _, rows, other = parse_ring_rows(span, EVENT_ROW)
         self.stats.bad_records += other
@@ -310,38 +310,19 @@ class Tracker:
         batch, pairs of a creation and its free only counted (Replica.settle_pairs).
 
         ``hold`` (the end of a drain, "events"): creations left without their free are held back for
-        it, up to ``HOLD_SECONDS`` after they happened. Net and ipc namespaces are freed from work
-        queues, so under churn their frees often come drains after their creations, and entering each
-        as alive to remove it moments later was most of nstrack's cost (measured in the VMs). Held
-        creations are kept by namespace, so a drain looks up only the namespaces its own events name;
-        they go back into a batch, ahead of its events, when one of those is about them or when they
-        are due. Without ``hold`` everything held is applied."""
+        it, up to ``HOLD_SECONDS`` after they happened (their kernel timestamps), at the head of the
+        next drain's batch. Net and ipc namespaces are freed from work queues, so under churn their
+        frees often come drains after their creations, and entering each as alive to remove it moments
+        later was most of nstrack's cost (measured in the VMs). Without ``hold`` all is applied."""
+        batch = self._take_deferred()
         if self._defer != "events":
-            for ev in events_of_rows(self._take_deferred().rows()):
+            for ev in events_of_rows(batch.rows()):
                 self.replica.created(ev, changes)
             return
-        new = b"".join(self._deferred)
-        self._deferred, self._deferred_count = [], 0
-        held, batch = self._held, EventBatch(new)
         keys = pair_keys(batch)
-        if not hold:
-            back, self._held = list(held.values()), {}
-        else:
-            # held creations this batch names (their free, or a reuse of their inode number) and those due
-            back = [held.pop(k) for k in held.keys() & keys] if held and new else []
-            due = boot_ns() - int(HOLD_SECONDS * 1e9)
-            while held:
-                k, rec = next(iter(held.items()))
-                if TS.unpack_from(rec, 8)[0] > due:
-                    break
-                back.append(held.pop(k))
-        front = len(back)
-        if back:
-            batch = EventBatch(b"".join(back) + new)
-            keys = pair_keys(batch)
         created, destroyed = pair_events(batch, keys)
         paired = created
-        ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
+        ids, inums, kinds, knows = batch.ns_id, batch.inum, batch.kind, self.replica.knows
         if created and self.replica.knows_any(pick(ids, created), pick(inums, created)):
             # e.g. found by the start-up scan: applied as events
             mine = [k for k, i in enumerate(created) if not knows(ids[i] or None, inums[i])]
@@ -350,10 +331,10 @@ class Tracker:
         self.stats.events += 2 * len(created)
         self.stats.brief += len(created)
         rest = set(range(len(batch))).difference(created, destroyed)
-        if rest and 0 in batch.flag:
+        if rest and self._inum_frees and 0 in batch.flag:
             # inode numbers freed (proc_free_inum) of no live namespace: proc entries, and ipc namespaces
             # already reported at their last put; dropped here rather than one by one in _apply_rows
-            flags, kinds, alive = batch.flag, batch.kind, self.replica.alive_inums()
+            flags, alive = batch.flag, self.replica.alive_inums()
             frees = [i for i in rest if not flags[i] and kinds[i] == EV_DESTROYED]
             if frees:
                 born = {inums[i] for i in rest if kinds[i] == EV_CREATED}
@@ -361,28 +342,32 @@ class Tracker:
                 self.stats.other_inum_frees += len(idle)
                 rest.difference_update(idle)
         if hold and rest:
-            # new creations without a free in the batch: a later event about a held namespace brings it
-            # back ahead of that event, so holding keeps the order in which events are applied
-            keep = sorted(rest.intersection(compress(range(front, len(batch)),
-                                                     map(EV_CREATED.__eq__, batch.kind[front:])))
-                          .difference(paired))
+            # creations without their free, not yet due; of several with one key (an inode number
+            # reused unseen; ns_ids are never reused) the latest: a later event about a held namespace
+            # would have paired with it, so holding keeps the order in which events are applied
+            alone = sorted(rest.intersection(compress(range(len(batch)), map(EV_CREATED.__eq__, kinds)))
+                           .difference(paired))
+            due = boot_ns() - int(HOLD_SECONDS * 1e9)
+            made = pick(batch.ts, alone)
+            keep = alone if not alone or min(made) > due else list(compress(alone, map(due.__lt__, made)))
             if keep:
+                latest = keep if keys is ids else sorted(dict(zip(pick(keys, keep), keep)).values())
                 stride, data = EventBatch.STRIDE, batch.data
-                latest = dict(zip(pick(keys, keep), keep))  # an inode number reused unseen: the older applied
-                held.update(zip(latest, [data[i * stride : (i + 1) * stride] for i in latest.values()]))
-                rest.difference_update(latest.values())
+                self._deferred = [b"".join([data[i * stride : (i + 1) * stride] for i in latest])]
+                self._deferred_count = len(latest)
+                rest.difference_update(latest)
         if rest:
             self._apply_rows(list(map(batch.row, sorted(rest))), changes)
 
     @property
     def deferred(self) -> int:
         """Creation events waiting (``defer_events``): for the next rescan, or held for their free."""
-        return self._deferred_count + len(self._held)
+        return self._deferred_count
 
     def catch_up(self) -> list[Change]:
         """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
         changes = self.drain()
-        if self._deferred or self._held:
+        if self._deferred:
             if self._defer == "events":  # creations held for their free: apply them
                 self._undefer(changes)
             else:
@@ -396,7 +381,7 @@ class Tracker:
         if self._events is not None:
             for span in self._events.read_spans():
                 self._take_span(span)
-            if self._defer == "events" and (self._deferred or self._held):
+            if self._defer == "events" and self._deferred:
                 self._undefer(self._pending, hold=True)
         out, self._pending = self._pending, []
         return out
@@ -475,7 +460,7 @@ class Tracker:
         else:
             types = set()
         settled: list[Change] = []
-        if self._deferred or self._held:
+        if self._deferred:
             if s.complete and self._defer == "scan":
                 settled, brief = self.replica.settle(self._take_deferred(), {r.ns_id for r in s.namespaces},
                                                      s.start_ns)

@@ -207,15 +207,18 @@ class FakeRing:
         return spans
 
 
-def event_tracker() -> tuple[object, FakeRing]:
-    """A Tracker as serve runs it in fentry mode (every type by its hooks), reading a fake ring."""
+def event_tracker(generic: bool = True) -> tuple[object, FakeRing]:
+    """A Tracker as serve runs it in fentry mode (every type by its hooks: the generic ones of 6.18+,
+    or the per-type ones with proc_free_inum), reading a fake ring."""
     from types import SimpleNamespace
 
+    from nstrack.kernel import hooks as hook_table
     from nstrack.kernel.tracker import Tracker
     from nstrack.model.mode import Decision
     from nstrack.model.nstypes import TYPE_NAMES
 
-    hooks = {t: {"create": "__ns_tree_add_raw", "destroy": "__ns_tree_remove"} for t in TYPE_NAMES}
+    table = hook_table.resolve(set(hook_table.ALL_FUNCTIONS) - ({"__ns_tree_add_raw"} if not generic else set()))
+    hooks = {t: {"create": table[t].create, "destroy": table[t].destroy} for t in TYPE_NAMES}
     findings = SimpleNamespace(decision=Decision("fentry", {t: "fentry" for t in TYPE_NAMES}), hooks_btf=hooks,
                                hooks_kallsyms=hooks, probes={})
     t = Tracker(findings, defer_events=True)  # type: ignore[arg-type]
@@ -266,7 +269,8 @@ def test_held_creations_keep_the_order_of_events(monkeypatch: pytest.MonkeyPatch
     from nstrack.kernel import tracker as tracker_mod
 
     monkeypatch.setattr(tracker_mod, "boot_ns", lambda: 100)
-    t, ring = event_tracker()
+    t, ring = event_tracker(generic=False)
+    assert ("destroy_proc_free_inum", None) in t.plan.attach and t._inum_frees
     ring.spans = [HEADER + raw(1, 0, NET, 9010)]
     assert t.drain() == [] and t.deferred == 1
     # the inode number is reused: its first namespace's free was not seen (e.g. lost)
