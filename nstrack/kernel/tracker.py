@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import select
-import struct
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -47,10 +46,9 @@ BATCH_SECONDS = 0.05
 DEFER_BATCH_SECONDS = 0.2
 DEFER_MAX = 200_000
 # In the event modes a creation still without its free at the end of a drain is held back this long
-# (by its kernel timestamp) for its free: net and ipc namespaces are freed from work queues, often
-# later than the next drain (cleanup_net batches them; in the 5.10 VMs 0.4 s was too short for 19%).
+# (by its kernel timestamp) for its free: net namespaces are freed from a work queue, often drains
+# after their creation (under churn in the VMs: 40% later than 0.1 s on 5.10, most later than 1 s on 6.1).
 HOLD_SECONDS = 1.0
-TS = struct.Struct("<Q")  # an event record's kernel timestamp, after the 8-byte ring header
 
 
 @dataclass
