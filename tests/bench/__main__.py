@@ -1,6 +1,6 @@
 """`make bench`: lifecycle overhead and snapshot speed, as ratios against anchors in the same run.
 
-`python -m tests.bench [lifecycle] [snapshot] [serve]` (default: all).
+`python -m tests.bench [lifecycle] [snapshot] [serve] [calibrate]` (default: all).
 
 Each round runs the workload without and with a live tracker (order alternating between rounds), so
 both see the same machine noise; the result is the ratio of median rates. Written to
@@ -127,7 +127,7 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    which = sys.argv[1:] or ["lifecycle", "snapshot", "serve"]
+    which = sys.argv[1:] or ["lifecycle", "snapshot", "serve", "calibrate"]
     if "serve" in which:
         from . import serve
 
@@ -142,6 +142,14 @@ def main() -> int:
         snap["kernel"] = os.uname().release
         (OUT / "snapshot.json").write_text(json.dumps(snap, indent=2) + "\n")
         print(f"written: {OUT / 'snapshot.json'}")
+    if "calibrate" in which:
+        from . import calibrate
+
+        cal = {"kernel": os.uname().release, **calibrate.main(run_workload, SECONDS)}
+        (OUT / "calibrate.json").write_text(json.dumps(cal, indent=2) + "\n")
+        print(f"calibrate: python loop {cal['python_loop_seconds']} s, pipeline {cal['pipeline_us_per_event']} us/event, "
+              f"churn {cal['churn_ops_per_second']:.0f} ops/s, fork {cal['fork_ops_per_second']:.0f} ops/s")
+        print(f"written: {OUT / 'calibrate.json'}")
     if "lifecycle" not in which:
         return 0
     findings = investigate()
@@ -157,8 +165,8 @@ def main() -> int:
         "configs": {
             "serve": "as `nstrack serve` runs the tracker: where rescans are complete (6.18+) and find the frees "
                      "(tracepoint mode), creations wait for the next rescan; in the event modes each drain's "
-                     "events are applied together and a creation paired with its free in the same or the next "
-                     "drain is only counted",
+                     "events are applied together and a creation paired with its free within a second (a creation "
+                     "waits for its free up to HOLD_SECONDS) is only counted",
             "watch": "as `nstrack watch` runs it: every event applied to the replica at once",
             "unread": "diagnostic, no target: the programs attached and the ring read only after the run (a "
                       "64 MiB ring): what the BPF side alone costs the workload",
