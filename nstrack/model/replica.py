@@ -318,12 +318,27 @@ class Replica:
         dead = n - len(live)
         if not dead:
             return changes, 0
-        rows = [i for i in range(n) if i not in live] if live else range(n)
-        per_type, by_comm = self._brief_counts(batch, rows)
+        # counted over every record (nearly all are brief), then corrected for those applied as events or
+        # without a creator: cheaper here than settle_pairs' counting of picked rows (_brief_counts)
+        per_type = Counter(flags)
+        comm = batch.same_comm()
+        by_comm = Counter({(f, comm): k for f, k in per_type.items()}) if comm else Counter(zip(flags, batch.comms()))
+        no_creator = [i for i, tgid in enumerate(batch.tgid) if not tgid] if 0 in batch.tgid else []
+        for i in live.union(no_creator):
+            if i in live:
+                per_type[flags[i]] -= 1
+            by_comm[flags[i], batch.comm(i)] -= 1
         lives: dict[int, list[int]] = {}
         if self.keep_brief_lives:
-            lives = self._brief_lifetimes(per_type, pick(flags, rows), [scan_start_ns - t for t in pick(ts, rows)])
+            born: dict[int, list[int]] = {f: [] for f in per_type}
+            add = {f: b.append for f, b in born.items()}
+            for f, t in zip(flags, ts):
+                add[f](t)
+            for i in live:
+                born[flags[i]].remove(ts[i])
+            lives = {f: [scan_start_ns - t for t in b] for f, b in born.items()}
         self.counters.missed_destroys += dead
+        rows = [i for i in range(n) if i not in live] if live else range(n)
         self._add_brief(batch, rows, per_type, by_comm, lives, scan_start_ns, "rescan")
         return changes, dead
 
