@@ -124,8 +124,9 @@ class Replica:
         self.deferred = 0  # namespaces the last reconcile kept only because they were born after its scan
         self._comms: set[str] = set()  # creator commands with series of their own (Counters.by_comm)
         # Tombstones of namespaces never entered as alive (they lived and died between two scans: settle;
-        # or while the tracker held back their creation: settle_pairs), as their creation records: (EventBatch, indexes of
-        # those records, destroyed_ns (one, or one per record), destroyed_by, the newest destroyed_ns).
+        # or while the tracker held back their creation: settle_pairs), as their creation records:
+        # (EventBatch, indexes of those records, destroyed_ns (one, or one per record), destroyed_by, the
+        # newest destroyed_ns).
         self.brief: deque[tuple[EventBatch, Sequence[int], int | list[int], str, int]] = deque()
         self._brief_count = 0
         # ... and, if ``keep_brief_lives``, their lifetimes, (type, lifetimes in ns), for whoever keeps
@@ -318,8 +319,7 @@ class Replica:
         dead = n - len(live)
         if not dead:
             return changes, 0
-        # counted over every record (nearly all are brief), then corrected for those applied as events or
-        # without a creator: cheaper here than settle_pairs' counting of picked rows (_brief_counts)
+        # counted over every record, then corrected for those applied as events or without a creator
         per_type = Counter(flags)
         comm = batch.same_comm()
         by_comm = Counter({(f, comm): k for f, k in per_type.items()}) if comm else Counter(zip(flags, batch.comms()))
@@ -349,45 +349,25 @@ class Replica:
         (``brief``) and their lifetimes given to ``brief_lives``, never entered as alive."""
         if not created:
             return
-        flags, ts, ids = batch.flag, batch.ts, batch.ns_id
+        flags, tgid, ts, ids = batch.flag, batch.tgid, batch.ts, batch.ns_id
         if 0 in ids:  # without ns_ids, entries are told apart by generation: these count as ones
             generation = self._generation
             plain = list(compress(created, map(not_, pick(ids, created))))
             for (flag, inum), k in Counter(zip(pick(flags, plain), pick(batch.inum, plain))).items():
                 key = (TYPE_OF_FLAG[flag], inum)
                 generation[key] = generation.get(key, 0) + k
-        per_type, by_comm = self._brief_counts(batch, created)
+        per_type = Counter(pick(flags, created))
+        made = list(compress(created, pick(tgid, created))) if 0 in tgid else created  # tgid 0: the kernel's
+        by_comm = Counter(zip(pick(flags, made), pick(batch.comms(), made)))
         lives: dict[int, list[int]] = {}
         if self.keep_brief_lives:
             spans = list(map(sub, pick(ts, destroyed), pick(ts, created)))
-            lives = self._brief_lifetimes(per_type, pick(flags, created), spans)
+            if len(per_type) == 1:
+                lives = {next(iter(per_type)): spans}
+            else:
+                made_flags = pick(flags, created)
+                lives = {f: list(compress(spans, map(f.__eq__, made_flags))) for f in per_type}
         self._add_brief(batch, created, per_type, by_comm, lives, [ts[j] for j in destroyed], "event")
-
-    @staticmethod
-    def _brief_counts(batch: EventBatch, rows: Sequence[int]) -> tuple[Counter[int], Counter[tuple[int, bytes]]]:
-        """Creations (records ``rows`` of ``batch``) per type flag, and per (type flag, creator comm) of
-        those with a creator (tgid 0: the kernel's own)."""
-        every = len(rows) == len(batch)
-        flags, tgid = (batch.flag, batch.tgid) if every else (pick(batch.flag, rows), pick(batch.tgid, rows))
-        per_type = Counter(flags)
-        comm = batch.same_comm()
-        if 0 not in tgid:
-            made_flags = per_type
-        else:
-            rows = list(compress(rows, tgid))
-            made_flags = Counter(pick(batch.flag, rows))
-        if comm is not None:
-            by_comm = Counter({(f, comm): k for f, k in made_flags.items()})
-        else:
-            by_comm = Counter(zip(pick(batch.flag, rows), pick(batch.comms(), rows)))
-        return per_type, by_comm
-
-    @staticmethod
-    def _brief_lifetimes(per_type: Counter[int], flags: Sequence[int], spans: list[int]) -> dict[int, list[int]]:
-        """Lifetimes (``spans``, one per creation, whose type flags are ``flags``) by type flag."""
-        if len(per_type) == 1:
-            return {next(iter(per_type)): spans}
-        return {f: list(compress(spans, map(f.__eq__, flags))) for f in per_type}
 
     def _add_brief(self, batch: EventBatch, rows: Sequence[int], per_type: Counter[int],
                    by_comm: Counter[tuple[int, bytes]], lives: dict[int, list[int]], died: int | list[int],
