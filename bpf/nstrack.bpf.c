@@ -32,11 +32,23 @@
 /* Upper bound of namespaces walked per type by one scan (set before load). */
 const volatile __u32 walk_max = 1 << 20;
 
-__u64 lost_events = 0;   /* events the `events` ring buffer had no room for */
+/*
+ * Set before load by serve in the event modes: a creation is held in `young` (by inode number, unique
+ * among live namespaces) instead of going to the ring; its free, when it comes first, turns the two into
+ * one ns_brief record (brief_rb, no wake-up). Python takes the creations still held after a while
+ * (deleting each: whoever deletes the entry owns it). Under churn most namespaces live for microseconds:
+ * one record instead of two, and no pairing in Python.
+ */
+const volatile __u32 pair_frees = 0;
+
+__u64 lost_events = 0;   /* events the `events` ring buffer had no room for (and pairs brief_rb had not) */
+__u64 young_in = 0;      /* creations held in `young` */
+__u64 young_paired = 0;  /* of them, taken back by their free */
 
 /* Referenced so that the records' layouts land in the object's BTF (tests/unit/test_records.py). */
 struct ns_event *unused_ns_event __attribute__((unused));
 struct ns_record *unused_ns_record __attribute__((unused));
+struct ns_brief *unused_ns_brief __attribute__((unused));
 struct task_record *unused_task_record __attribute__((unused));
 struct file_record *unused_file_record __attribute__((unused));
 
@@ -49,6 +61,19 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 23);
 } scan_rb SEC(".maps");
+
+/* With pair_frees: creations waiting for their free, by inode number (Python sizes both). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct ns_event);
+} young SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} brief_rb SEC(".maps");
 
 /* Namespaces of a task as it entered unshare(2), keyed by pid_tgid. */
 struct ns_inums {
@@ -149,40 +174,79 @@ static __always_inline struct user_namespace *owner_of(struct ns_common *ns, __u
 	return NULL;
 }
 
+/*
+ * With pair_frees, a free whose creation is still held in `young`: one ns_brief record, and 1. Else 0 (the
+ * free goes to the ring as usual). The entry is copied before it is deleted, and only a successful delete
+ * owns it: Python may have taken it meanwhile (then its free must reach the ring, after the creation).
+ */
+static __always_inline int pair_free(__u32 inum)
+{
+	struct ns_event *c;
+	struct ns_brief *b;
+
+	if (!pair_frees)
+		return 0;
+	c = bpf_map_lookup_elem(&young, &inum);
+	if (!c)
+		return 0;
+	b = bpf_ringbuf_reserve(&brief_rb, sizeof(*b), 0);
+	if (!b) {
+		if (bpf_map_delete_elem(&young, &inum))
+			return 0;
+		/* the pair is lost: counted (Python rescans) */
+		__sync_fetch_and_add(&young_paired, 1);
+		__sync_fetch_and_add(&lost_events, 1);
+		return 1;
+	}
+	__builtin_memcpy(&b->ev, c, sizeof(b->ev));
+	b->end_ns = bpf_ktime_get_boot_ns();
+	if (bpf_map_delete_elem(&young, &inum)) {
+		bpf_ringbuf_discard(b, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	__sync_fetch_and_add(&young_paired, 1);
+	bpf_ringbuf_submit(b, BPF_RB_NO_WAKEUP);
+	return 1;
+}
+
+/* Built on the stack, then into the ring, or held in `young` (pair_frees: creations). */
 static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, __u32 source)
 {
 	struct user_namespace *owner;
-	struct ns_event *e;
+	struct ns_event e;
 	__u64 id;
 
 	if (!ns)
 		return;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__sync_fetch_and_add(&lost_events, 1);
+	e.inum = BPF_CORE_READ(ns, inum);
+	if (kind == NSTRACK_EV_DESTROYED && pair_free(e.inum))
 		return;
-	}
-	e->ts_ns = bpf_ktime_get_boot_ns();
-	e->ns_id = ns_id_of(ns);
-	e->kind = kind;
-	e->ns_type = type;
-	e->inum = BPF_CORE_READ(ns, inum);
-	e->source = source;
+	e.ts_ns = bpf_ktime_get_boot_ns();
+	e.ns_id = ns_id_of(ns);
+	e.kind = kind;
+	e.ns_type = type;
+	e.source = source;
 	if (kind == NSTRACK_EV_DESTROYED) {
 		/* who frees a namespace (often a kworker) and its owner are not reported: not read */
-		e->cgroup_id = 0;
-		e->owner_inum = e->parent_inum = e->pid = e->tgid = 0;
-		__builtin_memset(e->comm, 0, sizeof(e->comm));
+		e.cgroup_id = 0;
+		e.owner_inum = e.parent_inum = e.pid = e.tgid = 0;
+		__builtin_memset(e.comm, 0, sizeof(e.comm));
 	} else {
-		e->cgroup_id = bpf_get_current_cgroup_id();
-		owner = owner_of(ns, type, &e->parent_inum);
-		e->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+		e.cgroup_id = bpf_get_current_cgroup_id();
+		owner = owner_of(ns, type, &e.parent_inum);
+		e.owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
 		id = bpf_get_current_pid_tgid();
-		e->pid = (__u32)id;
-		e->tgid = id >> 32;
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		e.pid = (__u32)id;
+		e.tgid = id >> 32;
+		bpf_get_current_comm(e.comm, sizeof(e.comm));
+		/* pair_frees: held for its free; a full `young` sends it to the ring (no pairing, that is all) */
+		if (pair_frees && bpf_map_update_elem(&young, &e.inum, &e, BPF_NOEXIST) == 0) {
+			__sync_fetch_and_add(&young_in, 1);
+			return;
+		}
 	}
-	bpf_ringbuf_submit(e, 0);
+	if (bpf_ringbuf_output(&events, &e, sizeof(e), 0))
+		__sync_fetch_and_add(&lost_events, 1);
 }
 
 /* 6.18+: ns_common carries its own type. */
@@ -275,8 +339,11 @@ FENTRY_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace)
  */
 static __always_inline void emit_inum_free(unsigned int inum)
 {
-	struct ns_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct ns_event *e;
 
+	if (pair_free(inum))
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		__sync_fetch_and_add(&lost_events, 1);
 		return;

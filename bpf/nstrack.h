@@ -38,6 +38,13 @@ struct ns_event {
 	char comm[NSTRACK_COMM_LEN];
 };
 
+/* A namespace created and freed while its creation was held in `young` (serve in the event modes): its
+ * creation record and when it was freed, into the `brief_rb` ring buffer. 80 bytes. */
+struct ns_brief {
+	struct ns_event ev;
+	__u64 end_ns;      /* bpf_ktime_get_boot_ns() of the free */
+};
+
 /* One namespace found by the in-kernel list walk, into the `scan_rb` ring buffer. 40 bytes. */
 struct ns_record {
 	__u64 ns_id;

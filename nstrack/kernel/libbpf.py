@@ -153,6 +153,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map_update_elem": ([i, vp, vp, ctypes.c_uint64], i),
         "bpf_map_delete_elem": ([i, vp], i),
         "bpf_map_get_next_key": ([i, vp, vp], i),
+        "bpf_map_lookup_batch": ([i, vp, vp, vp, vp, ctypes.POINTER(u32), vp], i),
         "bpf_iter_create": ([i], i),
         "bpf_prog_test_run_opts": ([i, vp], i),
         "bpf_obj_get_info_by_fd": ([i, vp, ctypes.POINTER(u32)], i),
@@ -412,6 +413,7 @@ class BPFMap:
     def __init__(self, ptr: int) -> None:
         self._ptr = ptr
         self.name: str = lib().bpf_map__name(ptr).decode()
+        self._batch_bufs: tuple[ctypes.Array[ctypes.c_char], ...] | None = None
 
     @property
     def fd(self) -> int:
@@ -481,6 +483,35 @@ class BPFMap:
             v = self.lookup(k)
             if v is not None:
                 yield k, v
+
+    def lookup_all(self) -> tuple[bytes, bytes]:
+        """Every entry of a hash map (keys, values: each concatenated, in the same order) with one
+        BPF_MAP_LOOKUP_BATCH call (kernel 5.6+; one lookup per key where the kernel lacks it)."""
+        n, ks, vs = self.max_entries, self.key_size, self.value_size
+        if self._batch_bufs is None:
+            self._batch_bufs = (ctypes.create_string_buffer(n * ks), ctypes.create_string_buffer(n * vs),
+                                ctypes.create_string_buffer(8), ctypes.create_string_buffer(8))
+        keys, values, token_in, token_out = self._batch_bufs
+        out_k: list[bytes] = []
+        out_v: list[bytes] = []
+        first = True
+        while True:
+            count = ctypes.c_uint32(n)
+            ret = lib().bpf_map_lookup_batch(self.fd, None if first else token_in, token_out, keys, values,
+                                             ctypes.byref(count), None)
+            err = _err_from_ret(ret) if ret else 0
+            if err and err != errno_mod.ENOENT:
+                if first and err in (errno_mod.EINVAL, errno_mod.EOPNOTSUPP, 524):  # 524: ENOTSUPP
+                    pairs = list(self.items())
+                    return b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs)
+                raise BPFError(err, f"map {self.name}: lookup_batch")
+            got = count.value
+            out_k.append(ctypes.string_at(keys, got * ks))
+            out_v.append(ctypes.string_at(values, got * vs))
+            if err:  # ENOENT: the end of the map
+                return b"".join(out_k), b"".join(out_v)
+            ctypes.memmove(token_in, token_out, 8)
+            first = False
 
 
 class BPFObject:

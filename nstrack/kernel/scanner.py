@@ -207,8 +207,8 @@ class Scanner(_Scans):
             obj.only("scan_tasks", "scan_files", *lists)
             obj.map("scan_rb").max_entries = scan_ringbuf_bytes
             # the event side's maps are unused here: the smallest the kernel allows
-            obj.map("events").max_entries = 4096
-            for name in ("unshare_old", "kp_args"):
+            obj.map("events").max_entries = obj.map("brief_rb").max_entries = 4096
+            for name in ("unshare_old", "kp_args", "young"):
                 obj.map(name).max_entries = 1
             obj.load()
         except BaseException:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import select
+import struct
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -24,13 +25,13 @@ from itertools import compress
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    EV_CREATED, EV_DESTROYED, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, EventBatch, NSRecord, boot_ns,
-    check_rows, events_of_rows,
+    EV_CREATED, EV_DESTROYED, EVENT, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, BriefBatch, EventBatch, NSRecord,
+    boot_ns, check_rows, events_of_rows,
 )
 from ..model.replica import Change, Replica, pair_events, pair_keys, pick
 from . import hooks
-from .bpfsys import parse_ring_rows, uniform_stride
-from .libbpf import BPFObject, RingBuffer
+from .bpfsys import parse_ring_rows, parse_ring_span, uniform_stride
+from .libbpf import BPFMap, BPFObject, RingBuffer
 from .objects import bpf_object
 from .probe import Findings
 from .scanner import Scan, Scanner, procfs_scan
@@ -49,6 +50,10 @@ DEFER_MAX = 200_000
 # (by its kernel timestamp) for its free: net namespaces are freed from a work queue, often drains
 # after their creation (under churn in the VMs: 40% later than 0.1 s on 5.10, most later than 1 s on 6.1).
 HOLD_SECONDS = 1.0
+SRC_FREE, SRC_TREE_REMOVE = (next(k for k, v in SOURCES.items() if v == name) for name in ("free", "tree_remove"))
+# serve in the event modes pairs in BPF: creations wait in the `young` map for their free (this many at
+# most; more go to the ring, where Python pairs them). 88 bytes of kernel memory each, preallocated.
+YOUNG_MAX = 16384
 
 
 @dataclass
@@ -189,8 +194,21 @@ class Tracker:
         self._deferred_count = 0
         # proc_free_inum is hooked (before 6.18): frees may come as bare inode numbers
         self._inum_frees = any(prog.endswith(hooks.INUM_FREE) for prog, _ in self.plan.attach)
+        # serve in the event modes: BPF holds each creation in `young` until its free, and reports the
+        # two as one brief_rb record; Python takes back what is still held HOLD_SECONDS later (_sweep)
+        self._pairing = defer_events and event_mode and all("any" in a for a in self.plan.event_types.values())
+        self._briefs: RingBuffer | None = None
+        self._young: BPFMap | None = None
+        self._young_taken = 0  # creations Python took back from `young`
+        self._brief_ok = {(EV_CREATED, f) for f in TYPE_OF_FLAG}
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def pairs_in_bpf(self) -> bool:
+        """Creations are held in BPF until their free, and the two reported as one record (serve in the
+        event modes)."""
+        return self._pairing
 
     @property
     def free_latency_bound(self) -> float | None:
@@ -227,8 +245,14 @@ class Tracker:
             obj.only(*dict.fromkeys(p for p, _ in self.plan.attach))
             obj.map("events").max_entries = self.ringbuf_bytes
             obj.map("scan_rb").max_entries = 4096  # unused here: the Scanner has its own
+            obj.map("brief_rb").max_entries = self.ringbuf_bytes if self._pairing else 4096
+            obj.map("young").max_entries = YOUNG_MAX if self._pairing else 1
+            if self._pairing:
+                obj.set_globals(pair_frees=1)
             obj.load()
             self._events = obj.ring_buffer("events")  # read with read_spans()
+            if self._pairing:
+                self._briefs, self._young = obj.ring_buffer("brief_rb"), obj.map("young")
             for prog, target in self.plan.attach:
                 p = obj.program(prog)
                 p.attach_kprobe(target) if target else p.attach()
@@ -245,7 +269,7 @@ class Tracker:
         if self._obj is not None:
             self._obj.close()
             self._obj = None
-        self._events = None
+        self._events = self._briefs = self._young = None
 
     def __enter__(self) -> Tracker:
         return self
@@ -357,10 +381,73 @@ class Tracker:
         if rest:
             self._apply_rows(list(map(batch.row, sorted(rest))), changes)
 
+    def _take_briefs(self, changes: list[Change]) -> None:
+        """Namespaces BPF paired (``brief_rb``): counted and kept as tombstones (Replica.settle_brief);
+        those the replica knows (a scan found them while their creation was held) applied as events."""
+        assert self._briefs is not None
+        parts: list[bytes] = []
+        stride = BriefBatch.STRIDE
+        for span in self._briefs.read_spans():
+            if uniform_stride(span) == stride:
+                parts.append(span)
+            else:  # a record discarded (its creation taken back meanwhile) or of another size
+                _, records = parse_ring_span(span)
+                good = [r for r in records if len(r) == stride - 8]
+                self.stats.bad_records += len(records) - len(good)
+                parts += [bytes(8) + r for r in good]
+        if not parts:
+            return
+        batch = BriefBatch(b"".join(parts))
+        rows = list(range(len(batch)))
+        if not set(zip(batch.kind, batch.flag)) <= self._brief_ok:
+            good_rows = [i for i in rows if (batch.kind[i], batch.flag[i]) in self._brief_ok]
+            self.stats.bad_records += len(rows) - len(good_rows)
+            rows = good_rows
+        ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
+        if rows and self.replica.knows_any(ids, inums):
+            known = [i for i in rows if knows(ids[i] or None, inums[i])]
+            if known:
+                rows = sorted(set(rows).difference(known))
+                events: list[tuple] = []
+                for i in known:
+                    r = batch.row(i)
+                    free = SRC_TREE_REMOVE if SOURCES.get(r[10]) == "tree_add" else SRC_FREE
+                    events += [r, (batch.end[i], r[1], 0, EV_DESTROYED, r[4], r[5], 0, 0, 0, 0, free, bytes(16))]
+                self._apply_rows(events, changes)
+        self.replica.settle_brief(batch, rows)
+        self.stats.events += 2 * len(rows)
+        self.stats.brief += len(rows)
+
+    def _young_held(self) -> int:
+        """Creations BPF holds in ``young`` now (from its counters; no system call)."""
+        if self._young is None or self._obj is None:
+            return 0
+        read = self._obj.read_global
+        return read("young_in") - read("young_paired") - self._young_taken
+
+    def _sweep(self, changes: list[Change], everything: bool = False) -> None:
+        """Take back the creations BPF has held in ``young`` since ``HOLD_SECONDS`` ago (all of them
+        with ``everything``) and apply them. Each is deleted first: whoever deletes an entry owns it
+        (BPF pairs the others with their frees). Runs after the ring is read: a free after the delete
+        reaches the ring, so the next drain, after its creation."""
+        if self._young is None or self._young_held() <= 0:
+            return
+        _, values = self._young.lookup_all()
+        rows = list(EVENT.iter_unpack(values))
+        if not everything:
+            due = boot_ns() - int(HOLD_SECONDS * 1e9)
+            rows = [r for r in rows if r[0] <= due]
+        delete, key = self._young.delete, struct.Struct("<I").pack
+        mine = sorted(r for r in rows if delete(key(r[5])))  # by kernel time: the order they happened in
+        self._young_taken += len(mine)
+        if mine:
+            self._apply_rows(mine, changes)
+
     @property
     def deferred(self) -> int:
-        """Creation events waiting (``defer_events``): for the next rescan, or held for their free."""
-        return self._deferred_count
+        """Creation events waiting (``defer_events``): for the next rescan, or held for their free
+        (in Python, or in BPF's ``young``)."""
+        return self._deferred_count + self._young_held()
 
     def catch_up(self) -> list[Change]:
         """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
@@ -370,6 +457,8 @@ class Tracker:
                 self._undefer(changes)
             else:
                 changes += self.rescan()
+        if self._young is not None:
+            self._sweep(changes, everything=True)
         return changes
 
     def drain(self) -> list[Change]:
@@ -381,6 +470,9 @@ class Tracker:
                 self._take_span(span)
             if self._defer == "events" and self._deferred:
                 self._undefer(self._pending, hold=True)
+            if self._briefs is not None:
+                self._take_briefs(self._pending)
+                self._sweep(self._pending)
         out, self._pending = self._pending, []
         return out
 
@@ -395,7 +487,10 @@ class Tracker:
         if self._events is None:
             time.sleep(deadline - now)
             return
-        if select.select([self._events.fd], [], [], deadline - now)[0]:
+        if self._briefs is not None:  # BPF holds creations and pairs quietly: look at least this often
+            deadline = min(deadline, now + self.batch_seconds)
+        fds = [self._events.fd] if self._briefs is None else [self._events.fd, self._briefs.fd]
+        if select.select(fds, [], [], deadline - now)[0]:
             hold = min(deadline, self._last_drain + self.batch_seconds) - time.monotonic()
             if hold > 0:
                 time.sleep(hold)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import time
 from array import array
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from .nstypes import BY_FLAG, format_name
@@ -113,6 +114,7 @@ class EventBatch:
         self.ts, self.ns_id = w64[1::10], w64[2::10]
         self.kind, self.flag, self.inum = w32[8::20], w32[9::20], w32[10::20]
         self.tgid, self.src = w32[14::20], w32[15::20]
+        self.end: Sequence[int] = ()  # BriefBatch: when each was freed
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -144,6 +146,34 @@ class EventBatch:
         if all(d[c + k :: stride] == first[k : k + 1] * n for k in range(16)):
             return first
         return None
+
+
+# A brief record as the ring buffer holds it (struct ns_brief: a creation record and when the namespace
+# was freed; the 8-byte record header first). Unpacks to EVENT tuples and the free's time.
+BRIEF_ROW = struct.Struct("<8x" + EVENT.format[1:] + "Q")
+assert BRIEF_ROW.size == 88
+
+
+class BriefBatch(EventBatch):
+    """``brief_rb`` records (serve in the event modes: namespaces freed while their creation was held in
+    BPF) by column, as EventBatch, plus ``end``: when each was freed. ``row(i)`` is the creation."""
+
+    STRIDE = BRIEF_ROW.size
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % self.STRIDE:
+            raise RecordError(f"brief records: {len(data)} bytes is not a multiple of {self.STRIDE}")
+        self.data = data
+        w64, w32 = array("Q", data), array("I", data)
+        self.ts, self.ns_id, self.end = w64[1::11], w64[2::11], w64[10::11]
+        self.kind, self.flag, self.inum = w32[8::22], w32[9::22], w32[10::22]
+        self.tgid, self.src = w32[14::22], w32[15::22]
+
+    def row(self, i: int) -> tuple:
+        return BRIEF_ROW.unpack_from(self.data, i * self.STRIDE)[:-1]
+
+    def rows(self) -> list[tuple]:
+        return [r[:-1] for r in BRIEF_ROW.iter_unpack(self.data)]
 
 
 def check_rows(rows: list[tuple]) -> tuple[list[tuple], int]:

@@ -17,7 +17,8 @@ Rules:
 - ``reconcile`` with a complete scan: alive namespaces the scan did not find, created before the scan
   started, are destroyed ("rescan"); namespaces the scan found that were unknown are added.
 - Batches (serve, ``Tracker(defer_events=True)``): ``settle`` applies creations held until a complete
-  scan, ``settle_pairs`` a batch's creations freed in the same batch. Namespaces that were already dead
+  scan, ``settle_pairs`` a batch's creations freed in the same batch, ``settle_brief`` namespaces that BPF
+  paired (their creation held there until the free). Namespaces that were already dead
   then are counted as created and destroyed and kept as tombstone records (``brief``), never entered
   as alive; ``lookup`` answers for them as for other tombstones.
 """
@@ -34,7 +35,9 @@ from operator import itemgetter, not_, sub
 from typing import NamedTuple
 
 from .nstypes import format_name
-from .records import EV_CREATED, TYPE_OF_FLAG, Event, EventBatch, NSRecord, boot_ns, comm_text, events_of_rows
+from .records import (
+    EV_CREATED, TYPE_OF_FLAG, BriefBatch, Event, EventBatch, NSRecord, boot_ns, comm_text, events_of_rows,
+)
 
 Key = tuple[object, ...]
 
@@ -347,8 +350,17 @@ class Replica:
         came in one batch of events (``pair_events``; ``Tracker(defer_events=True)`` in the event
         modes): counted as created and destroyed (by event), kept among the tombstones as records
         (``brief``) and their lifetimes given to ``brief_lives``, never entered as alive."""
-        if not created:
-            return
+        if created:
+            self._settle_dead(batch, created, list(pick(batch.ts, destroyed)))
+
+    def settle_brief(self, batch: BriefBatch, rows: list[int] | None = None) -> None:
+        """As ``settle_pairs`` for namespaces paired in BPF (``brief_rb`` records: each a creation and
+        when it was freed): ``rows`` of ``batch``, or all of them."""
+        rows = list(range(len(batch))) if rows is None else rows
+        if rows:
+            self._settle_dead(batch, rows, list(pick(batch.end, rows)))
+
+    def _settle_dead(self, batch: EventBatch, created: list[int], died: list[int]) -> None:
         flags, tgid, ts, ids = batch.flag, batch.tgid, batch.ts, batch.ns_id
         if 0 in ids:  # without ns_ids, entries are told apart by generation: these count as ones
             generation = self._generation
@@ -361,13 +373,13 @@ class Replica:
         by_comm = Counter(zip(pick(flags, made), pick(batch.comms(), made)))
         lives: dict[int, list[int]] = {}
         if self.keep_brief_lives:
-            spans = list(map(sub, pick(ts, destroyed), pick(ts, created)))
+            spans = list(map(sub, died, pick(ts, created)))
             if len(per_type) == 1:
                 lives = {next(iter(per_type)): spans}
             else:
                 made_flags = pick(flags, created)
                 lives = {f: list(compress(spans, map(f.__eq__, made_flags))) for f in per_type}
-        self._add_brief(batch, created, per_type, by_comm, lives, [ts[j] for j in destroyed], "event")
+        self._add_brief(batch, created, per_type, by_comm, lives, died, "event")
 
     def _add_brief(self, batch: EventBatch, rows: Sequence[int], per_type: Counter[int],
                    by_comm: Counter[tuple[int, bytes]], lives: dict[int, list[int]], died: int | list[int],

@@ -45,6 +45,7 @@ def _has_namespace_lists() -> bool:
 
 
 SETUPS = [(m, False) for m in MODES] + [(m, True) for m in dict.fromkeys([MODES[0], *(
+    ["kprobe"] if "kprobe" in MODES else []), *(  # event modes deferred: BPF pairs creations with frees
     ["tracepoint"] if "tracepoint" in MODES and _has_namespace_lists() else [])])]
 
 
@@ -134,12 +135,13 @@ def test_inum_reuse_keeps_namespaces_apart(rec: Recorder) -> None:
     pytest.fail("no net inum was reused in 40 create/free rounds")
 
 
-def test_deferred_creations_of_short_lived_namespaces() -> None:
+@pytest.mark.parametrize("mode", [None, *(["kprobe"] if "kprobe" in MODES else [])], ids=lambda m: m or "best")
+def test_deferred_creations_of_short_lived_namespaces(mode: str | None) -> None:
     """As serve runs it: 300 uts namespaces made and freed by one process between two rescans are each
     counted as created and destroyed, and each can be looked up with its creator after it died. Where
     the kernel has namespace lists and the mode is tracepoint they wait for the rescan as raw records
     (Replica.settle); elsewhere they are applied at once: the answers must be the same."""
-    findings = investigate()
+    findings = investigate(requested_mode=mode)
     with Tracker(findings, rescan_seconds=3600, ringbuf_bytes=1 << 20, defer_events=True) as tracker:
         tracker.start()
         deferring = tracker.mode == "tracepoint" and tracker.scanner is not None and tracker.scanner.has_lists
@@ -159,6 +161,8 @@ def test_deferred_creations_of_short_lived_namespaces() -> None:
         tracker.catch_up()
         if deferring:
             assert tracker.stats.brief == 300, "none of them was alive at the rescan"
+        elif tracker.pairs_in_bpf:  # serve in the event modes; uts namespaces are freed at their last put
+            assert tracker.stats.brief == 300, "each creation held in BPF until its free, paired there"
         else:  # frees from events (fentry, kprobe), or a rescan of what holds namespaces
             tracker.rescan(heal=True)
         assert tracker.stats.lost_events == 0
@@ -171,11 +175,13 @@ def test_deferred_creations_of_short_lived_namespaces() -> None:
             assert all(n.destroyed_ns and n.created_ns and n.destroyed_ns >= n.created_ns for n in seen)
 
 
-def test_lost_events_are_counted_and_healed() -> None:
+@pytest.mark.parametrize("defer", [False, True], ids=["watch", "serve"])
+def test_lost_events_are_counted_and_healed(defer: bool) -> None:
     """A one-page ring buffer, 200 uts namespaces made and freed while nobody reads: the loss is counted,
-    and the heal leaves exactly the uts namespaces the kernel has (none of the flood's survive)."""
+    and the heal leaves exactly the uts namespaces the kernel has (none of the flood's survive). As serve
+    runs it in the event modes, BPF pairs them: its ring of pairs is the one that overflows."""
     findings = investigate()
-    with Tracker(findings, rescan_seconds=3600, ringbuf_bytes=4096) as tracker:
+    with Tracker(findings, rescan_seconds=3600, ringbuf_bytes=4096, defer_events=defer) as tracker:
         tracker.start()
         flood = (
             "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import struct as struct_mod
+
 import pytest
 
 from nstrack.kernel.libbpf import struct_layout
 from nstrack.kernel.objects import bpf_object
 from nstrack.model.records import (
-    EVENT, FILE_RECORD, NS_RECORD, TASK_RECORD, RecordError, decode_event, decode_ns_record, decode_tasks,
+    BRIEF_ROW, EVENT, FILE_RECORD, NS_RECORD, TASK_RECORD, RecordError, decode_event, decode_ns_record, decode_tasks,
 )
 
 NET, USER = 0x40000000, 0x10000000
@@ -18,7 +20,8 @@ NET, USER = 0x40000000, 0x10000000
     [("ns_event", EVENT, ("ts_ns", 0), ("comm", 56)),
      ("ns_record", NS_RECORD, ("ns_id", 0), ("owner_ns_id", 32)),
      ("task_record", TASK_RECORD, ("pid", 0), ("nsproxy_id", 68)),
-     ("file_record", FILE_RECORD, ("tgid", 0), ("owner_inum", 20))],
+     ("file_record", FILE_RECORD, ("tgid", 0), ("owner_inum", 20)),
+     ("ns_brief", struct_mod.Struct(BRIEF_ROW.format.replace("<8x", "<")), ("ev", 0), ("end_ns", 72))],
 )
 def test_layouts_match_the_compiled_object(struct: str, fmt: object, first: tuple[str, int], last: tuple[str, int]) -> None:
     size, members = struct_layout(bpf_object("nstrack"), struct)

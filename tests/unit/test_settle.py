@@ -308,3 +308,95 @@ def test_pairs_of_namespaces_the_replica_knows_are_applied_as_events() -> None:
     assert t.stats.brief == 0 and t.deferred == 0  # its creation is not held back: applied before its free
     assert t.catch_up() == [] and t.replica.find_alive("uts", 9100, 910) is None
     t.close()
+
+
+# ------------------------------------------------------------------ pairing in BPF (brief_rb, young)
+
+class FakeYoung:
+    """Stands in for BPF's ``young`` map and the counters the tracker reads: creations held by inode
+    number; ``paired_meanwhile``: inode numbers BPF pairs with their free between the tracker's lookup
+    and its delete (the delete then fails, and the entry is not the tracker's)."""
+
+    def __init__(self) -> None:
+        self.held: dict[int, bytes] = {}
+        self.counters = {"young_in": 0, "young_paired": 0}
+        self.paired_meanwhile: set[int] = set()
+
+    def hold(self, rec: bytes) -> None:
+        self.held[EVENT.unpack(rec)[5]] = rec
+        self.counters["young_in"] += 1
+
+    def lookup_all(self) -> tuple[bytes, bytes]:
+        return b"".join(struct.pack("<I", k) for k in self.held), b"".join(self.held.values())
+
+    def delete(self, key: bytes) -> bool:
+        inum = struct.unpack("<I", key)[0]
+        if inum in self.paired_meanwhile:
+            del self.held[inum]
+            self.counters["young_paired"] += 1
+            return False
+        return self.held.pop(inum, None) is not None
+
+    def read_global(self, name: str) -> int:
+        return self.counters[name]
+
+
+def brief_raw(created: bytes, end: int) -> bytes:
+    return struct.pack("<II", 80, 0) + created + struct.pack("<Q", end)
+
+
+def pairing_tracker(monkeypatch: pytest.MonkeyPatch, now: list[int]) -> tuple[object, FakeRing, FakeRing, FakeYoung]:
+    from nstrack.kernel import tracker as tracker_mod
+
+    monkeypatch.setattr(tracker_mod, "boot_ns", lambda: now[0])
+    t, ring = event_tracker()
+    assert t._pairing  # serve in an event mode pairs in BPF
+    briefs, young = FakeRing(), FakeYoung()
+    t._briefs, t._young, t._obj = briefs, young, young  # type: ignore[assignment]
+    return t, ring, briefs, young
+
+
+def test_pairs_made_in_bpf_are_counted_and_kept_as_tombstones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """brief_rb records (a creation and when it was freed) count as created and destroyed, keep their
+    creator and lifetime, and are never alive; one whose namespace a scan had found is removed."""
+    now = [10**9]
+    t, _ring, briefs, _young = pairing_tracker(monkeypatch, now)
+    t.replica.keep_brief_lives = True
+    t.replica.reconcile([NSRecord("net", 7002, None, 0, 0, None)], 0, startup=True)  # found by a scan
+    before = dict(t.replica.counters.created)
+    briefs.spans = [brief_raw(raw(100, 0, UTS, 7001, comm=b"ip"), 350) + brief_raw(raw(200, 0, NET, 7002), 260)
+                    + brief_raw(raw(300, 0, UTS, 7003, tgid=0), 900)]
+    changes = t.drain()
+    assert [(c.kind, c.ns.inum) for c in changes] == [("destroyed", 7002)]  # the one the replica knew
+    assert t.replica.find_alive("net", 7002) is None and t.replica.alive_inums().isdisjoint({7001, 7003})
+    assert t.replica.counters.created["uts"] - before.get("uts", 0) == 2
+    assert t.replica.counters.destroyed["uts"] == 2 and t.stats.brief == 2 and t.stats.events == 6
+    assert t.replica.counters.by_comm.get(("uts", "ip")) == 1 and ("uts", "churn") not in t.replica.counters.by_comm
+    dead = t.replica.lookup("uts", 7001)
+    assert len(dead) == 1 and not dead[0].alive and dead[0].creator.comm == "ip"
+    assert (dead[0].created_ns, dead[0].destroyed_ns) == (100, 350)
+    assert sorted(x for _, lives in t.replica.brief_lives for x in lives) == [250, 600]
+    assert t.deferred == 0
+
+
+def test_creations_held_in_bpf_are_taken_back_when_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A creation BPF still holds HOLD_SECONDS after it happened is deleted from ``young`` and applied;
+    younger ones stay; one that BPF pairs with its free before the delete is left to BPF; catch_up
+    takes all."""
+    from nstrack.kernel import tracker as tracker_mod
+
+    hold = int(tracker_mod.HOLD_SECONDS * 1e9)
+    now = [5 * hold]
+    t, _ring, _briefs, young = pairing_tracker(monkeypatch, now)
+    young.hold(raw(3 * hold, 0, NET, 8002))  # due (older than HOLD_SECONDS)
+    young.hold(raw(2 * hold, 0, UTS, 8001))  # due, and older: applied first
+    young.hold(raw(3 * hold + 1, 0, UTS, 8004))  # due, but BPF pairs it first
+    young.paired_meanwhile.add(8004)
+    young.hold(raw(now[0] - 10, 0, UTS, 8003))  # too young
+    assert t.deferred == 4
+    changes = t.drain()
+    assert [(c.kind, c.ns.inum) for c in changes] == [("created", 8001), ("created", 8002)]
+    assert t.replica.find_alive("uts", 8004) is None and t.deferred == 1 and set(young.held) == {8003}
+    assert t.replica.find_alive("net", 8002).creator.comm == "churn"
+    changes = t.catch_up()
+    assert [(c.kind, c.ns.inum) for c in changes] == [("created", 8003)] and t.deferred == 0 and not young.held
