@@ -4,6 +4,7 @@
  *
  * Program sets (Python turns autoload on for exactly one set, chosen by `nstrack doctor`'s probing):
  *   fentry mode:     tree_add/tree_remove (6.18+ generic) or the per-type create_* / destroy_* programs
+ *                    (serve sets pair_frees: creations wait in `young`, pairs go to brief_rb)
  *   kprobe mode:     the kp_* programs on the same functions
  *   tracepoint mode: tp_fork, tp_unshare_enter/exit (creations); frees come from rescans (scan_tasks)
  * scan_tasks (iter/task) writes one task_record per task to the iterator's output; scan_lists walks every

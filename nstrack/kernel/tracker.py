@@ -159,9 +159,12 @@ class Tracker:
           creations wait for the next rescan (or ``catch_up``): it enters the namespaces it finds alive
           (Replica.settle). The replica's view of creations then lags by at most ``rescan_seconds``, as
           its view of frees does in this mode.
-        - In the event modes each drain's events are applied together, a creation and its free in the
-          same drain (``DEFER_BATCH_SECONDS``) or within ``HOLD_SECONDS`` only counted (pair_events,
-          Replica.settle_pairs): creations reach the replica at most ``HOLD_SECONDS`` plus a drain late.
+        - In the event modes BPF holds each creation (map ``young``) until its free and reports the two
+          as one ``brief_rb`` record, only counted (Replica.settle_brief); creations still held
+          ``HOLD_SECONDS`` after they happened are taken back and applied (``_sweep``). Events that reach
+          the ring anyway (``young`` full) are applied per drain (``DEFER_BATCH_SECONDS``), a creation and
+          its free within ``HOLD_SECONDS`` only counted (pair_events, Replica.settle_pairs). Creations
+          reach the replica at most ``HOLD_SECONDS`` plus a drain late.
         Events are counted as they arrive. ``watch`` applies each event at once and does not defer."""
         self.findings = findings
         self.plan = plan_for(findings)

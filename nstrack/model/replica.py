@@ -368,16 +368,22 @@ class Replica:
             for (flag, inum), k in Counter(zip(pick(flags, plain), pick(batch.inum, plain))).items():
                 key = (TYPE_OF_FLAG[flag], inum)
                 generation[key] = generation.get(key, 0) + k
-        per_type = Counter(pick(flags, created))
-        made = list(compress(created, pick(tgid, created))) if 0 in tgid else created  # tgid 0: the kernel's
-        by_comm = Counter(zip(pick(flags, made), pick(batch.comms(), made)))
+        # every record of the batch (settle_brief's common case: rows in order): its columns as they are
+        whole = len(created) == len(batch)
+        made_flags = flags if whole else pick(flags, created)
+        per_type = Counter(made_flags)
+        comm = batch.same_comm() if whole and 0 not in tgid else None
+        if comm is not None:  # one command made them all (a churning workload): no comm column
+            by_comm = Counter({(f, comm): k for f, k in per_type.items()})
+        else:
+            made = list(compress(created, pick(tgid, created))) if 0 in tgid else created  # tgid 0: the kernel's
+            by_comm = Counter(zip(pick(flags, made), pick(batch.comms(), made)))
         lives: dict[int, list[int]] = {}
         if self.keep_brief_lives:
-            spans = list(map(sub, died, pick(ts, created)))
+            spans = list(map(sub, died, ts if whole else pick(ts, created)))
             if len(per_type) == 1:
                 lives = {next(iter(per_type)): spans}
             else:
-                made_flags = pick(flags, created)
                 lives = {f: list(compress(spans, map(f.__eq__, made_flags))) for f in per_type}
         self._add_brief(batch, created, per_type, by_comm, lives, died, "event")
 

@@ -400,3 +400,25 @@ def test_creations_held_in_bpf_are_taken_back_when_due(monkeypatch: pytest.Monke
     assert t.replica.find_alive("net", 8002).creator.comm == "churn"
     changes = t.catch_up()
     assert [(c.kind, c.ns.inum) for c in changes] == [("created", 8003)] and t.deferred == 0 and not young.held
+
+
+@pytest.mark.parametrize("comms", [[b"churn"] * 4, [b"churn", b"ip", b"churn", b"runc"]], ids=["one-command", "mixed"])
+@pytest.mark.parametrize("kernel_made", [False, True], ids=["", "one-by-the-kernel"])
+def test_settled_briefs_count_as_applying_each_event(comms: list[bytes], kernel_made: bool) -> None:
+    """A whole brief_rb batch (the common case, counted from its columns as they are) gives the
+    counters, creators and lifetimes that applying each creation and free as events gives."""
+    from nstrack.model.records import BriefBatch
+
+    made = [raw(10 * i, 50 + i, UTS if i % 2 else NET, 6100 + i, tgid=0 if kernel_made and i == 2 else 100,
+                comm=c) for i, c in enumerate(comms)]
+    a = Replica()
+    for i, x in enumerate(made):
+        a.apply(decode_event(x))
+        a.apply(decode_event(destroyed_raw(10 * i + 7, 50 + i, UTS if i % 2 else NET, 6100 + i)))
+    b = Replica()
+    b.keep_brief_lives = True
+    b.settle_brief(BriefBatch(b"".join(brief_raw(x, 10 * i + 7) for i, x in enumerate(made))))
+    for name in ("created", "destroyed", "by_comm"):
+        assert getattr(b.counters, name) == getattr(a.counters, name), name
+    assert sorted(x for _, lives in b.brief_lives for x in lives) == [7] * 4
+    assert not b.alive and len([n for n in b.lookup() if not n.alive]) == 4
