@@ -340,6 +340,9 @@ class FakeYoung:
     def read_global(self, name: str) -> int:
         return self.counters[name]
 
+    def close(self) -> None:  # as the BPF object it stands in for
+        self.held.clear()
+
 
 def brief_raw(created: bytes, end: int) -> bytes:
     return struct.pack("<II", 80, 0) + created + struct.pack("<Q", end)
