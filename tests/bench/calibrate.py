@@ -27,6 +27,18 @@ def python_loop() -> float:
     return time.perf_counter() - t
 
 
+def _drains_cpu(tracker: Any, ring: Any, records_of_drain: Callable[[int], list[bytes]]) -> float:
+    """CPU seconds of DRAINS drains of ``tracker``, each reading what ``records_of_drain(d)`` puts on
+    the fake ``ring``."""
+    cpu = 0.0
+    for d in range(DRAINS):
+        ring.spans = [b"".join(records_of_drain(d))]
+        c0 = time.process_time()
+        tracker.drain()
+        cpu += time.process_time() - c0
+    return cpu
+
+
 def pipeline_us_per_event() -> float:
     """CPU time per event of Tracker.drain() on synthetic churn, frees one drain after their creations."""
     from unittest import mock
@@ -35,24 +47,25 @@ def pipeline_us_per_event() -> float:
     from tests.unit.test_settle import HEADER, NET, UTS, destroyed_raw, event_tracker, raw
 
     clock = [0]
+    nid, pending = 10**6, []
+
+    def records(d: int) -> list[bytes]:
+        nonlocal nid
+        clock[0] = d * 200_000_000
+        recs = []
+        for k in range(PER_DRAIN):
+            nid += 1
+            recs.append(HEADER + raw(clock[0] + k, nid, NET if k % 2 else UTS, 4026540000 + nid % 100_000))
+            pending.append(nid)
+        if d:
+            for i in pending[:PER_DRAIN]:
+                recs.append(HEADER + destroyed_raw(clock[0] + PER_DRAIN, i, NET, 4026540000 + i % 100_000))
+            del pending[:PER_DRAIN]
+        return recs
+
     with mock.patch.object(tracker_mod, "boot_ns", lambda: clock[0]):
         t, ring = event_tracker()
-        cpu, nid, pending = 0.0, 10**6, []
-        for d in range(DRAINS):
-            clock[0] = d * 200_000_000
-            recs = []
-            for k in range(PER_DRAIN):
-                nid += 1
-                recs.append(HEADER + raw(clock[0] + k, nid, NET if k % 2 else UTS, 4026540000 + nid % 100_000))
-                pending.append(nid)
-            if d:
-                for i in pending[:PER_DRAIN]:
-                    recs.append(HEADER + destroyed_raw(clock[0] + PER_DRAIN, i, NET, 4026540000 + i % 100_000))
-                del pending[:PER_DRAIN]
-            ring.spans = [b"".join(recs)]
-            c0 = time.process_time()
-            t.drain()
-            cpu += time.process_time() - c0
+        cpu = _drains_cpu(t, ring, records)
         c0 = time.process_time()
         t.catch_up()
         cpu += time.process_time() - c0
@@ -70,17 +83,18 @@ def brief_pipeline_us_per_event() -> float:
     briefs, young = FakeRing(), FakeYoung()
     t._briefs, t._young, t._obj = briefs, young, young
     t.replica.keep_brief_lives = True  # as serve
-    cpu, nid = 0.0, 10**6
-    for d in range(DRAINS):
+    nid = 10**6
+
+    def records(d: int) -> list[bytes]:
+        nonlocal nid
         recs = []
         for k in range(PER_DRAIN):
             nid += 1
             made = raw(d * 200_000_000 + k, nid, NET if k % 2 else UTS, 4026540000 + nid % 100_000)
             recs.append(brief_raw(made, d * 200_000_000 + k + 50_000))
-        briefs.spans = [b"".join(recs)]
-        c0 = time.process_time()
-        t.drain()
-        cpu += time.process_time() - c0
+        return recs
+
+    cpu = _drains_cpu(t, briefs, records)
     events = t.stats.events
     t.close()
     return cpu / events * 1e6
