@@ -486,7 +486,7 @@ class BPFMap:
 
     def lookup_all(self) -> tuple[bytes, bytes]:
         """Every entry of a hash map (keys, values: each concatenated, in the same order) with one
-        BPF_MAP_LOOKUP_BATCH call (kernel 5.6+; one lookup per key where the kernel lacks it)."""
+        BPF_MAP_LOOKUP_BATCH call (kernel 5.6+; nstrack's ring buffers need 5.8 anyway)."""
         n, ks, vs = self.max_entries, self.key_size, self.value_size
         if self._batch_bufs is None:
             self._batch_bufs = (ctypes.create_string_buffer(n * ks), ctypes.create_string_buffer(n * vs),
@@ -501,9 +501,6 @@ class BPFMap:
                                              ctypes.byref(count), None)
             err = _err_from_ret(ret) if ret else 0
             if err and err != errno_mod.ENOENT:
-                if first and err in (errno_mod.EINVAL, errno_mod.EOPNOTSUPP, 524):  # 524: ENOTSUPP
-                    pairs = list(self.items())
-                    return b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs)
                 raise BPFError(err, f"map {self.name}: lookup_batch")
             got = count.value
             out_k.append(ctypes.string_at(keys, got * ks))

@@ -54,6 +54,7 @@ SRC_FREE, SRC_TREE_REMOVE = (next(k for k, v in SOURCES.items() if v == name) fo
 # serve in the event modes pairs in BPF: creations wait in the `young` map for their free (this many at
 # most; more go to the ring, where Python pairs them). 88 bytes of kernel memory each, preallocated.
 YOUNG_MAX = 16384
+YOUNG_KEY = struct.Struct("<I")  # `young`'s key: an inode number
 
 
 @dataclass
@@ -440,7 +441,7 @@ class Tracker:
         if not everything:
             due = boot_ns() - int(HOLD_SECONDS * 1e9)
             rows = [r for r in rows if r[0] <= due]
-        delete, key = self._young.delete, struct.Struct("<I").pack
+        delete, key = self._young.delete, YOUNG_KEY.pack
         mine = sorted(r for r in rows if delete(key(r[5])))  # by kernel time: the order they happened in
         self._young_taken += len(mine)
         if mine:

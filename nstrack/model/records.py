@@ -10,7 +10,6 @@ from __future__ import annotations
 import struct
 import time
 from array import array
-from collections.abc import Sequence
 from typing import NamedTuple
 
 from .nstypes import BY_FLAG, format_name
@@ -114,7 +113,6 @@ class EventBatch:
         self.ts, self.ns_id = w64[1::10], w64[2::10]
         self.kind, self.flag, self.inum = w32[8::20], w32[9::20], w32[10::20]
         self.tgid, self.src = w32[14::20], w32[15::20]
-        self.end: Sequence[int] = ()  # BriefBatch: when each was freed
 
     def __len__(self) -> int:
         return len(self.ts)
