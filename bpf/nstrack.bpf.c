@@ -42,6 +42,9 @@ const volatile __u32 walk_max = 1 << 20;
  */
 const volatile __u32 pair_frees = 0;
 
+/* Python reads the rings at least every 0.2 s when pair_frees is set: no wake-up (an irq_work) per record. */
+#define RING_WAKEUP (pair_frees ? BPF_RB_NO_WAKEUP : 0)
+
 __u64 lost_events = 0;   /* events the `events` ring buffer had no room for (and pairs brief_rb had not) */
 __u64 young_in = 0;      /* creations held in `young` */
 __u64 young_paired = 0;  /* of them, taken back by their free */
@@ -125,10 +128,18 @@ struct ns_common___v72 {
 
 /* ---------------------------------------------------------------------------------------------- */
 
-static __always_inline __u64 ns_id_of(struct ns_common *ns)
+/*
+ * A field of a kernel struct. fentry/fexit programs receive BTF-typed pointers, which they may load from
+ * (one instruction, CO-RE relocated, faults caught by the kernel); kprobe, tracepoint and pointers
+ * computed with container_of arithmetic need bpf_probe_read_kernel (a helper call). `direct` is a
+ * compile-time constant at every call, so only one branch is compiled.
+ */
+#define RD(direct, p, f) ((direct) ? (p)->f : BPF_CORE_READ(p, f))
+
+static __always_inline __u64 ns_id_of(struct ns_common *ns, const int direct)
 {
 	if (bpf_core_field_exists(ns->ns_id))
-		return BPF_CORE_READ(ns, ns_id);
+		return RD(direct, ns, ns_id);
 	return 0;
 }
 
@@ -210,20 +221,24 @@ static __always_inline int pair_free(__u32 inum)
 	return 1;
 }
 
-/* Built on the stack, then into the ring, or held in `young` (pair_frees: creations). */
-static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, __u32 source)
+/*
+ * Built on the stack, then into the ring, or held in `young` (pair_frees: creations). owner_known: the
+ * caller read a creation's owner (and a pid namespace's parent inode number) through BTF-typed pointers
+ * (fexit programs, where the type is static); else owner_of reads them.
+ */
+static __always_inline void emit_owned(struct ns_common *ns, __u32 type, __u32 kind, __u32 source, const int direct,
+				       struct user_namespace *owner, __u32 parent, const int owner_known)
 {
-	struct user_namespace *owner;
 	struct ns_event e;
 	__u64 id;
 
 	if (!ns)
 		return;
-	e.inum = BPF_CORE_READ(ns, inum);
+	e.inum = RD(direct, ns, inum);
 	if (kind == NSTRACK_EV_DESTROYED && pair_free(e.inum))
 		return;
 	e.ts_ns = bpf_ktime_get_boot_ns();
-	e.ns_id = ns_id_of(ns);
+	e.ns_id = ns_id_of(ns, direct);
 	e.kind = kind;
 	e.ns_type = type;
 	e.source = source;
@@ -234,8 +249,13 @@ static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, _
 		__builtin_memset(e.comm, 0, sizeof(e.comm));
 	} else {
 		e.cgroup_id = bpf_get_current_cgroup_id();
-		owner = owner_of(ns, type, &e.parent_inum);
-		e.owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+		if (owner_known) {
+			e.parent_inum = parent;
+			e.owner_inum = owner ? owner->ns.inum : 0;
+		} else {
+			owner = owner_of(ns, type, &e.parent_inum);
+			e.owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
+		}
 		id = bpf_get_current_pid_tgid();
 		e.pid = (__u32)id;
 		e.tgid = id >> 32;
@@ -246,15 +266,20 @@ static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, _
 			return;
 		}
 	}
-	if (bpf_ringbuf_output(&events, &e, sizeof(e), 0))
+	if (bpf_ringbuf_output(&events, &e, sizeof(e), RING_WAKEUP))
 		__sync_fetch_and_add(&lost_events, 1);
 }
 
+static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, __u32 source, const int direct)
+{
+	emit_owned(ns, type, kind, source, direct, NULL, 0, 0);
+}
+
 /* 6.18+: ns_common carries its own type. */
-static __always_inline __u32 type_of(struct ns_common *ns)
+static __always_inline __u32 type_of(struct ns_common *ns, const int direct)
 {
 	if (bpf_core_field_exists(ns->ns_type))
-		return BPF_CORE_READ(ns, ns_type);
+		return RD(direct, ns, ns_type);
 	return 0;
 }
 
@@ -263,25 +288,64 @@ static __always_inline __u32 type_of(struct ns_common *ns)
 SEC("fentry/__ns_tree_add_raw")
 int BPF_PROG(tree_add, struct ns_common *ns)
 {
-	emit(ns, type_of(ns), NSTRACK_EV_CREATED, NSTRACK_SRC_TREE_ADD);
+	emit(ns, type_of(ns, 1), NSTRACK_EV_CREATED, NSTRACK_SRC_TREE_ADD, 1);
 	return 0;
 }
 
 SEC("fentry/__ns_tree_remove")
 int BPF_PROG(tree_remove, struct ns_common *ns)
 {
-	emit(ns, type_of(ns), NSTRACK_EV_DESTROYED, NSTRACK_SRC_TREE_REMOVE);
+	emit(ns, type_of(ns, 1), NSTRACK_EV_DESTROYED, NSTRACK_SRC_TREE_REMOVE, 1);
 	return 0;
 }
 
 /* --------------------------- fentry mode, per-type functions (< 6.18) ------------------------ */
+
+/*
+ * create_new_namespaces() (kernel/nsproxy.c) calls all seven copy functions for every unshare or clone
+ * that makes a namespace (setns calls it with flags 0). Static, but with two callers it is not inlined
+ * on any kernel of the matrix: one program there instead of seven on the copy functions. The nsproxy it
+ * returns holds a new namespace where it differs from the task's: unshare passes current, clone the
+ * child, which still holds its parent's nsproxy. A user namespace is made elsewhere (create_user_ns).
+ */
+#define NEW_NS(FLAG, FIELD)                                                                  \
+	if ((flags & FLAG) && ret->FIELD != old->FIELD && ret->FIELD)                        \
+		emit_owned(&ret->FIELD->ns, FLAG, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY, 1,    \
+			   ret->FIELD->user_ns, 0, 1)
+
+SEC("fexit/create_new_namespaces")
+int BPF_PROG(create_create_new_namespaces, unsigned long flags, struct task_struct *tsk, void *user_ns,
+	     void *new_fs, struct nsproxy *ret)
+{
+	struct nsproxy *old;
+
+	if (!(flags & CLONE_NEW_ANY) || IS_ERR_OR_NULL(ret) || !tsk)
+		return 0;
+	old = tsk->nsproxy;
+	if (!old)
+		return 0;
+	NEW_NS(CLONE_NEWNS, mnt_ns);
+	NEW_NS(CLONE_NEWUTS, uts_ns);
+	NEW_NS(CLONE_NEWIPC, ipc_ns);
+	if ((flags & CLONE_NEWPID) && ret->pid_ns_for_children != old->pid_ns_for_children && ret->pid_ns_for_children) {
+		struct pid_namespace *p = ret->pid_ns_for_children, *pp = p->parent;
+
+		emit_owned(&p->ns, CLONE_NEWPID, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY, 1, p->user_ns,
+			   pp ? pp->ns.inum : 0, 1);
+	}
+	NEW_NS(CLONE_NEWCGROUP, cgroup_ns);
+	NEW_NS(CLONE_NEWNET, net_ns);
+	if (bpf_core_field_exists(ret->time_ns_for_children))
+		NEW_NS(CLONE_NEWTIME, time_ns_for_children);
+	return 0;
+}
 
 #define FEXIT_COPY(fn, TYPE, T)                                                              \
 SEC("fexit/" #fn)                                                                            \
 int BPF_PROG(create_##fn, unsigned long flags, void *a1, void *a2, T *ret)                   \
 {                                                                                            \
 	if ((flags & TYPE) && !IS_ERR_OR_NULL(ret))                                          \
-		emit(&ret->ns, TYPE, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);                   \
+		emit(&ret->ns, TYPE, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY, 1);                \
 	return 0;                                                                            \
 }
 
@@ -297,7 +361,7 @@ int BPF_PROG(create_copy_mnt_ns, unsigned long flags, void *ns, void *user_ns, v
 	     struct mnt_namespace *ret)
 {
 	if ((flags & CLONE_NEWNS) && !IS_ERR_OR_NULL(ret))
-		emit(&ret->ns, CLONE_NEWNS, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);
+		emit(&ret->ns, CLONE_NEWNS, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY, 1);
 	return 0;
 }
 
@@ -305,31 +369,32 @@ SEC("fexit/create_user_ns")
 int BPF_PROG(create_create_user_ns, struct cred *new, int ret)
 {
 	if (ret == 0) {
-		struct user_namespace *u = BPF_CORE_READ(new, user_ns);
+		struct user_namespace *u = new->user_ns;
 
 		if (u)
-			emit(&u->ns, CLONE_NEWUSER, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);
+			emit_owned(&u->ns, CLONE_NEWUSER, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY, 1, u->parent, 0, 1);
 	}
 	return 0;
 }
 
-#define FENTRY_FREE(fn, TYPE, T)                                                             \
+/* DIRECT: the argument is a T in BTF on every kernel (not so 5.10's free_uts_ns and free_time_ns: a kref) */
+#define FENTRY_FREE(fn, TYPE, T, DIRECT)                                                     \
 SEC("fentry/" #fn)                                                                           \
 int BPF_PROG(destroy_##fn, T *ns)                                                             \
 {                                                                                            \
 	if (ns)                                                                              \
-		emit(&ns->ns, TYPE, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);                  \
+		emit(&ns->ns, TYPE, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE, DIRECT);          \
 	return 0;                                                                            \
 }
 
-FENTRY_FREE(__put_net, CLONE_NEWNET, struct net)
-FENTRY_FREE(free_uts_ns, CLONE_NEWUTS, struct uts_namespace) /* 5.10 passes &ns->kref: at offset 0 */
-FENTRY_FREE(shm_exit_ns, CLONE_NEWIPC, struct ipc_namespace)     /* called once from free_ipc_ns */
-FENTRY_FREE(mq_clear_sbinfo, CLONE_NEWIPC, struct ipc_namespace) /* called at the last put */
-FENTRY_FREE(free_mnt_ns, CLONE_NEWNS, struct mnt_namespace)
-FENTRY_FREE(__put_user_ns, CLONE_NEWUSER, struct user_namespace)
-FENTRY_FREE(free_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace)
-FENTRY_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace)
+FENTRY_FREE(__put_net, CLONE_NEWNET, struct net, 1)
+FENTRY_FREE(free_uts_ns, CLONE_NEWUTS, struct uts_namespace, 0) /* 5.10 passes &ns->kref: at offset 0 */
+FENTRY_FREE(shm_exit_ns, CLONE_NEWIPC, struct ipc_namespace, 1)     /* called once from free_ipc_ns */
+FENTRY_FREE(mq_clear_sbinfo, CLONE_NEWIPC, struct ipc_namespace, 1) /* called at the last put */
+FENTRY_FREE(free_mnt_ns, CLONE_NEWNS, struct mnt_namespace, 1)
+FENTRY_FREE(__put_user_ns, CLONE_NEWUSER, struct user_namespace, 1)
+FENTRY_FREE(free_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace, 1)
+FENTRY_FREE(free_time_ns, CLONE_NEWTIME, struct time_namespace, 0) /* 5.10: a kref, at offset 0 */
 
 /*
  * Before 6.18 the per-type free functions are often inlined into their same-file callers (on 6.1,
@@ -354,7 +419,7 @@ static __always_inline void emit_inum_free(unsigned int inum)
 	e->kind = NSTRACK_EV_DESTROYED;
 	e->inum = inum;
 	e->source = NSTRACK_SRC_FREE_INUM;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, RING_WAKEUP);
 }
 
 SEC("fentry/proc_free_inum")
@@ -376,7 +441,7 @@ int BPF_PROG(destroy_delayed_free_pidns, struct callback_head *p)
 {
 	struct pid_namespace *ns = (void *)p - bpf_core_field_offset(struct pid_namespace, rcu);
 
-	emit(&ns->ns, CLONE_NEWPID, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);
+	emit(&ns->ns, CLONE_NEWPID, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE, 0);
 	return 0;
 }
 
@@ -385,7 +450,7 @@ int BPF_PROG(destroy_free_user_ns, struct work_struct *work)
 {
 	struct user_namespace *ns = (void *)work - bpf_core_field_offset(struct user_namespace, work);
 
-	emit(&ns->ns, CLONE_NEWUSER, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);
+	emit(&ns->ns, CLONE_NEWUSER, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE, 0);
 	return 0;
 }
 
@@ -394,14 +459,14 @@ int BPF_PROG(destroy_free_user_ns, struct work_struct *work)
 SEC("kprobe/__ns_tree_add_raw")
 int BPF_KPROBE(kp_tree_add, struct ns_common *ns)
 {
-	emit(ns, type_of(ns), NSTRACK_EV_CREATED, NSTRACK_SRC_TREE_ADD);
+	emit(ns, type_of(ns, 0), NSTRACK_EV_CREATED, NSTRACK_SRC_TREE_ADD, 0);
 	return 0;
 }
 
 SEC("kprobe/__ns_tree_remove")
 int BPF_KPROBE(kp_tree_remove, struct ns_common *ns)
 {
-	emit(ns, type_of(ns), NSTRACK_EV_DESTROYED, NSTRACK_SRC_TREE_REMOVE);
+	emit(ns, type_of(ns, 0), NSTRACK_EV_DESTROYED, NSTRACK_SRC_TREE_REMOVE, 0);
 	return 0;
 }
 
@@ -441,7 +506,7 @@ int BPF_KRETPROBE(kp_create_##fn, T *ret)                                       
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();             \
                                                                                              \
 	if (!IS_ERR_OR_NULL(ret) && (void *)ret != (void *)BPF_CORE_READ(task, nsproxy, FIELD)) \
-		emit(&ret->ns, TYPE, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);                   \
+		emit(&ret->ns, TYPE, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY, 0);                \
 	return 0;                                                                            \
 }
 
@@ -453,6 +518,46 @@ KRET_COPY(copy_cgroup_ns, CLONE_NEWCGROUP, struct cgroup_namespace, cgroup_ns)
 KRET_COPY(copy_time_ns, CLONE_NEWTIME, struct time_namespace, time_ns_for_children)
 KRET_COPY(copy_mnt_ns, CLONE_NEWNS, struct mnt_namespace, mnt_ns)
 
+/*
+ * One kretprobe on create_new_namespaces() instead of seven on the copy functions (see the fexit
+ * program): the result and current's nsproxy are each read in one copy (bpf_probe_read_kernel is the
+ * cost here), then compared field by field at their CO-RE offsets.
+ */
+struct nsproxy_words {
+	__u64 w[16];
+};
+
+#define NSP_AT(c, FIELD) (*(__u64 *)((void *)(c).w + bpf_core_field_offset(struct nsproxy, FIELD)))
+#define KP_NEW_NS(FLAG, FIELD, T)                                                            \
+	if (NSP_AT(now, FIELD) != NSP_AT(was, FIELD) && NSP_AT(now, FIELD))                  \
+		emit((void *)NSP_AT(now, FIELD) + bpf_core_field_offset(T, ns), FLAG,        \
+		     NSTRACK_EV_CREATED, NSTRACK_SRC_COPY, 0)
+
+SEC("kretprobe/create_new_namespaces")
+int BPF_KRETPROBE(kp_create_create_new_namespaces, struct nsproxy *ret)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct nsproxy_words now = {}, was = {};
+	struct nsproxy *old;
+	__u32 size = bpf_core_type_size(struct nsproxy);
+
+	if (IS_ERR_OR_NULL(ret) || size > sizeof(now))
+		return 0;
+	old = BPF_CORE_READ(task, nsproxy);
+	if (!old || bpf_probe_read_kernel(&now, size, ret) ||
+	    bpf_probe_read_kernel(&was, size, old))
+		return 0;
+	KP_NEW_NS(CLONE_NEWNS, mnt_ns, struct mnt_namespace);
+	KP_NEW_NS(CLONE_NEWUTS, uts_ns, struct uts_namespace);
+	KP_NEW_NS(CLONE_NEWIPC, ipc_ns, struct ipc_namespace);
+	KP_NEW_NS(CLONE_NEWPID, pid_ns_for_children, struct pid_namespace);
+	KP_NEW_NS(CLONE_NEWCGROUP, cgroup_ns, struct cgroup_namespace);
+	KP_NEW_NS(CLONE_NEWNET, net_ns, struct net);
+	if (bpf_core_field_exists(struct nsproxy, time_ns_for_children))
+		KP_NEW_NS(CLONE_NEWTIME, time_ns_for_children, struct time_namespace);
+	return 0;
+}
+
 SEC("kretprobe/create_user_ns")
 int BPF_KRETPROBE(kp_create_create_user_ns, int ret)
 {
@@ -462,7 +567,7 @@ int BPF_KRETPROBE(kp_create_create_user_ns, int ret)
 		struct user_namespace *u = BPF_CORE_READ((struct cred *)cred, user_ns);
 
 		if (u)
-			emit(&u->ns, CLONE_NEWUSER, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY);
+			emit(&u->ns, CLONE_NEWUSER, NSTRACK_EV_CREATED, NSTRACK_SRC_COPY, 0);
 	}
 	return 0;
 }
@@ -472,7 +577,7 @@ SEC("kprobe/" #fn)                                                              
 int BPF_KPROBE(kp_destroy_##fn, T *ns)                                                       \
 {                                                                                            \
 	if (ns)                                                                              \
-		emit(&ns->ns, TYPE, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);                  \
+		emit(&ns->ns, TYPE, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE, 0);               \
 	return 0;                                                                            \
 }
 
@@ -490,7 +595,7 @@ int BPF_KPROBE(kp_destroy_delayed_free_pidns, struct callback_head *p)
 {
 	struct pid_namespace *ns = (void *)p - bpf_core_field_offset(struct pid_namespace, rcu);
 
-	emit(&ns->ns, CLONE_NEWPID, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);
+	emit(&ns->ns, CLONE_NEWPID, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE, 0);
 	return 0;
 }
 
@@ -499,7 +604,7 @@ int BPF_KPROBE(kp_destroy_free_user_ns, struct work_struct *work)
 {
 	struct user_namespace *ns = (void *)work - bpf_core_field_offset(struct user_namespace, work);
 
-	emit(&ns->ns, CLONE_NEWUSER, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE);
+	emit(&ns->ns, CLONE_NEWUSER, NSTRACK_EV_DESTROYED, NSTRACK_SRC_FREE, 0);
 	return 0;
 }
 
@@ -534,30 +639,30 @@ static __always_inline void emit_new(struct task_struct *t, __u32 *old, __u32 so
 	task_inums(t, now);
 	if (now[NSTRACK_SLOT_USER] != old[NSTRACK_SLOT_USER])
 		emit((void *)BPF_CORE_READ(t, real_cred, user_ns) + bpf_core_field_offset(struct user_namespace, ns),
-		     CLONE_NEWUSER, NSTRACK_EV_CREATED, source);
+		     CLONE_NEWUSER, NSTRACK_EV_CREATED, source, 0);
 	if (!nsp)
 		return;
 	if (now[NSTRACK_SLOT_NET] != old[NSTRACK_SLOT_NET])
 		emit((void *)BPF_CORE_READ(nsp, net_ns) + bpf_core_field_offset(struct net, ns),
-		     CLONE_NEWNET, NSTRACK_EV_CREATED, source);
+		     CLONE_NEWNET, NSTRACK_EV_CREATED, source, 0);
 	if (now[NSTRACK_SLOT_MNT] != old[NSTRACK_SLOT_MNT])
 		emit((void *)BPF_CORE_READ(nsp, mnt_ns) + bpf_core_field_offset(struct mnt_namespace, ns),
-		     CLONE_NEWNS, NSTRACK_EV_CREATED, source);
+		     CLONE_NEWNS, NSTRACK_EV_CREATED, source, 0);
 	if (now[NSTRACK_SLOT_UTS] != old[NSTRACK_SLOT_UTS])
 		emit((void *)BPF_CORE_READ(nsp, uts_ns) + bpf_core_field_offset(struct uts_namespace, ns),
-		     CLONE_NEWUTS, NSTRACK_EV_CREATED, source);
+		     CLONE_NEWUTS, NSTRACK_EV_CREATED, source, 0);
 	if (now[NSTRACK_SLOT_IPC] != old[NSTRACK_SLOT_IPC])
 		emit((void *)BPF_CORE_READ(nsp, ipc_ns) + bpf_core_field_offset(struct ipc_namespace, ns),
-		     CLONE_NEWIPC, NSTRACK_EV_CREATED, source);
+		     CLONE_NEWIPC, NSTRACK_EV_CREATED, source, 0);
 	if (now[NSTRACK_SLOT_CGROUP] != old[NSTRACK_SLOT_CGROUP])
 		emit((void *)BPF_CORE_READ(nsp, cgroup_ns) + bpf_core_field_offset(struct cgroup_namespace, ns),
-		     CLONE_NEWCGROUP, NSTRACK_EV_CREATED, source);
+		     CLONE_NEWCGROUP, NSTRACK_EV_CREATED, source, 0);
 	if (now[NSTRACK_SLOT_PID_FOR_CHILDREN] != old[NSTRACK_SLOT_PID_FOR_CHILDREN])
 		emit((void *)BPF_CORE_READ(nsp, pid_ns_for_children) + bpf_core_field_offset(struct pid_namespace, ns),
-		     CLONE_NEWPID, NSTRACK_EV_CREATED, source);
+		     CLONE_NEWPID, NSTRACK_EV_CREATED, source, 0);
 	if (now[NSTRACK_SLOT_TIME_FOR_CHILDREN] != old[NSTRACK_SLOT_TIME_FOR_CHILDREN])
 		emit((void *)BPF_CORE_READ(nsp, time_ns_for_children) + bpf_core_field_offset(struct time_namespace, ns),
-		     CLONE_NEWTIME, NSTRACK_EV_CREATED, source);
+		     CLONE_NEWTIME, NSTRACK_EV_CREATED, source, 0);
 }
 
 /* clone/clone3/fork: a child whose namespaces differ from its parent's got new ones. */
@@ -647,7 +752,7 @@ static __always_inline void walk_visit(struct walk_ctx *w, struct ns_common *ns)
 {
 	struct user_namespace *owner;
 	struct ns_record *r;
-	__u64 id = ns_id_of(ns);
+	__u64 id = ns_id_of(ns, 0);
 	__u32 inum = BPF_CORE_READ(ns, inum);
 
 	w->digest = (w->digest ^ (((__u64)inum << 32 | w->type) + id * 0x9E3779B97F4A7C15ULL)) * 0x100000001b3ULL;

@@ -16,20 +16,25 @@ from dataclasses import dataclass
 GENERIC_CREATE = "__ns_tree_add_raw"
 GENERIC_DESTROY = "__ns_tree_remove"
 
+# create_new_namespaces (kernel/nsproxy.c) calls every copy function below for each unshare or clone
+# that makes a namespace: one hook there serves seven types (one trampoline or kretprobe per call instead
+# of seven); the copy functions remain for a kernel that inlines it. User namespaces are made elsewhere.
+NSPROXY_CREATE = "create_new_namespaces"
+
 # type -> (create candidates, destroy candidates), best first
 PER_TYPE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "net": (("copy_net_ns",), ("__put_net",)),
-    "uts": (("copy_utsname",), ("free_uts_ns",)),
+    "net": ((NSPROXY_CREATE, "copy_net_ns"), ("__put_net",)),
+    "uts": ((NSPROXY_CREATE, "copy_utsname"), ("free_uts_ns",)),
     # free_ipc_ns is inlined on every kernel seen (5.10-7.2); shm_exit_ns(ns) runs once in it.
     # mq_clear_sbinfo(ns) runs at the last put, before the free work (LAST_PUT).
-    "ipc": (("copy_ipcs",), ("mq_clear_sbinfo", "shm_exit_ns")),
-    "mnt": (("copy_mnt_ns",), ("free_mnt_ns",)),
-    "pid": (("copy_pid_ns",), ("delayed_free_pidns",)),  # RCU callback of the free
+    "ipc": ((NSPROXY_CREATE, "copy_ipcs"), ("mq_clear_sbinfo", "shm_exit_ns")),
+    "mnt": ((NSPROXY_CREATE, "copy_mnt_ns"), ("free_mnt_ns",)),
+    "pid": ((NSPROXY_CREATE, "copy_pid_ns"), ("delayed_free_pidns",)),  # RCU callback of the free
     # __put_user_ns runs at the last put; free_user_ns is the work item that frees (and may free
     # a chain of parents at once, which only a rescan then sees).
     "user": (("create_user_ns",), ("__put_user_ns", "free_user_ns")),
-    "cgroup": (("copy_cgroup_ns",), ("free_cgroup_ns",)),
-    "time": (("copy_time_ns",), ("free_time_ns",)),
+    "cgroup": ((NSPROXY_CREATE, "copy_cgroup_ns"), ("free_cgroup_ns",)),
+    "time": ((NSPROXY_CREATE, "copy_time_ns"), ("free_time_ns",)),
 }
 
 ALL_FUNCTIONS: tuple[str, ...] = tuple(

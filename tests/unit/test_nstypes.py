@@ -29,7 +29,11 @@ def test_hook_table_prefers_generic_hooks() -> None:
     assert all(h.create == "__ns_tree_add_raw" and h.destroy == "__ns_tree_remove" for h in r.values())
     older = everything - {"__ns_tree_add_raw"}
     r = hooks.resolve(older)
-    assert r["net"].create == "copy_net_ns" and r["net"].destroy == "proc_free_inum"
+    assert r["net"].create == "create_new_namespaces" and r["net"].destroy == "proc_free_inum"
+    # one hook for the seven types create_new_namespaces makes; each type's copy function without it
+    assert {t for t, h in r.items() if h.create == "create_new_namespaces"} == set(hooks.PER_TYPE) - {"user"}
+    assert r["user"].create == "create_user_ns"
+    assert hooks.resolve(older - {"create_new_namespaces"})["net"].create == "copy_net_ns"
     assert hooks.resolve(older - {"proc_free_inum"})["net"].destroy == "__put_net"
     # ipc: at its last put where that call exists (not an inline no-op), else by its inode number
     assert r["ipc"].destroy == "mq_clear_sbinfo"
