@@ -340,6 +340,21 @@ class BPFProgram:
     def fd(self) -> int:
         return int(lib().bpf_program__fd(self._ptr))
 
+    def run_stats(self) -> tuple[int, int] | None:
+        """(runs, nanoseconds in the program) so far, from the kernel's fdinfo; counted only while
+        kernel.bpf_stats_enabled is 1. None when the program is not loaded."""
+        fd = self.fd
+        if fd < 0:
+            return None
+        fields = {}
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if "run_cnt" not in fields:
+            return None
+        return int(fields["run_cnt"]), int(fields["run_time_ns"])
+
     def _attach(self, op: str, call: Callable[[], int | None]) -> BPFLink:
         with _Capture() as msgs:
             ctypes.set_errno(0)

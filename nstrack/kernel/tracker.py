@@ -520,6 +520,17 @@ class Tracker:
             return 0
         return self._obj.read_global(name)
 
+    def program_stats(self) -> dict[str, tuple[int, int]]:
+        """Runs and nanoseconds so far of each loaded event program (kernel.bpf_stats_enabled: the benchmark)."""
+        if self._obj is None:
+            return {}
+        out = {}
+        for prog, _ in self.plan.attach:
+            stats = self._obj.program(prog).run_stats()
+            if stats is not None:
+                out[prog] = stats
+        return out
+
     # ------------------------------------------------------------------ scans
 
     def scan(self, holders: bool = False, tasks: bool = True, quick: bool = False) -> Scan:

@@ -136,6 +136,33 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
     }
 
 
+def profile_programs(kind: str, mode: str | None) -> dict[str, Any]:
+    """One run with kernel.bpf_stats_enabled: time spent inside each BPF program per workload operation
+    (the programs alone: not the trampolines or kprobe traps that call them, and not the rings' reader).
+    Its own run, after the ratio rounds, since counting adds two clock reads to every program run."""
+    path = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = path.read_text().strip()
+    path.write_text("1")
+    try:
+        with Live(mode) as tracker:
+            time.sleep(PAUSE)
+            s0 = tracker.program_stats()
+            rate = run_workload(kind)
+            s1 = tracker.program_stats()
+    finally:
+        path.write_text(before)
+    ops = rate * SECONDS
+    programs = {}
+    for name, (runs, ns) in s1.items():
+        r, t = runs - s0.get(name, (0, 0))[0], ns - s0.get(name, (0, 0))[1]
+        if r:
+            programs[name] = {"runs_per_op": round(r / ops, 3), "ns_per_run": round(t / r)}
+    ns_per_op = sum(p["runs_per_op"] * p["ns_per_run"] for p in programs.values())
+    return {"programs": programs, "ns_per_op": round(ns_per_op),
+            # of the time an operation took in this run (itself slowed by the counting)
+            "share_of_op": round(ns_per_op * rate / 1e9, 4)}
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     which = sys.argv[1:] or ["lifecycle", "snapshot", "serve", "calibrate"]
@@ -186,6 +213,10 @@ def main() -> int:
         "results": [{**measure(kind, mode, config), "mode": mode}
                     for mode in modes for kind in ("churn", "fork") for config in configs],
     }
+    if os.environ.get("NSTRACK_BENCH_PROFILE", "1") == "1":
+        # where the BPF side's time goes (the serve rows' mode), per program: for the note, not a target
+        result["bpf_programs_churn"] = {mode: profile_programs("churn", mode) for mode in modes
+                                        if mode in ("fentry", "kprobe")}
     for r in result["results"]:
         r["target"] = result["targets"][r["workload"]]
         r["meets_target"] = r["ratio"] >= r["target"] and r["lost_events"] == 0 if r["config"] != "unread" else None
@@ -195,6 +226,10 @@ def main() -> int:
               f"{r['rate_with_median']:.0f} vs {r['rate_without_median']:.0f} ops/s, "
               f"lost {r['lost_events']}, nstrack CPU {r['nstrack_cpu_seconds_per_1000_events']} s/1000 events "
               f"(tracker thread {r['tracker_thread_cpu_seconds_per_1000_events']})")
+    for mode, prof in result.get("bpf_programs_churn", {}).items():
+        print(f"{mode:<10} BPF programs under churn: {prof['ns_per_op']} ns per operation "
+              f"({prof['share_of_op'] * 100:.2f}% of its time): " +
+              ", ".join(f"{n} {p['runs_per_op']}x{p['ns_per_run']} ns" for n, p in prof["programs"].items()))
     print(f"written: {OUT / 'lifecycle.json'}")
     return 0
 
