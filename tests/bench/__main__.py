@@ -22,6 +22,8 @@ from typing import Any
 from nstrack.kernel.probe import investigate
 from nstrack.kernel.tracker import Tracker, settle_after_start
 
+from .stats import paired_ratio, ratio_interval
+
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(os.environ.get("NSTRACK_BENCH_OUT") or ROOT / "build" / "bench")  # the VM matrix points it at its share
 WORKLOAD = str(Path(__file__).with_name("workload.py"))
@@ -36,7 +38,8 @@ def run_workload(kind: str) -> float:
     r = subprocess.run([sys.executable, WORKLOAD, kind, str(SECONDS)], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"workload {kind} exited {r.returncode}: {r.stderr.strip()[-500:]}")
-    return int(r.stdout) / SECONDS
+    ops, took = r.stdout.split()
+    return int(ops) / float(took)
 
 
 class Live:
@@ -112,6 +115,7 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
                     cpu_per_1000.append(cpu / ev * 1000)
                     tracker_per_1000.append(tracker_cpu / ev * 1000)
     ratio = statistics.median(with_) / statistics.median(without)
+    lo, hi = ratio_interval(with_, without)
     if config == "unread":
         cpu_per_1000 = tracker_per_1000 = []  # reading everything at the end is not what a tracker costs
     return {
@@ -122,6 +126,9 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
         "rate_without_median": round(statistics.median(without), 1),
         "rate_with_median": round(statistics.median(with_), 1),
         "ratio": round(ratio, 4),
+        # bootstrap 90% interval of the ratio: a target inside it is neither met nor missed by this run
+        "ratio_interval_90": [round(lo, 4), round(hi, 4)],
+        "ratio_paired_median": round(paired_ratio(with_, without), 4),
         "events": events,
         "lost_events": lost,
         # creations counted with their free, never entered as alive (serve, event modes: Tracker._undefer)
@@ -166,6 +173,16 @@ def profile_programs(kind: str, mode: str | None) -> dict[str, Any]:
             "share_of_op": round(ns_per_op * rate / 1e9, 4)}
 
 
+def clock_kind() -> str:
+    """What the guest's clock counts (make bench-vm boots its VMs with QEMU's -icount: see README)."""
+    shift = os.environ.get("NSTRACK_VM_ICOUNT")
+    if shift is None:
+        return "time"
+    return (f"instructions: QEMU -icount shift={shift}, {2 ** int(shift)} ns per instruction executed by any "
+            f"vCPU (they take turns on one host thread); nstrack's own threads count against the workload as "
+            f"on one CPU")
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     which = sys.argv[1:] or ["lifecycle", "snapshot", "serve", "calibrate"]
@@ -204,6 +221,7 @@ def main() -> int:
         "mode": findings.decision.mode,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "targets": {"churn": 0.97, "fork": 0.98},
+        "clock": clock_kind(),
         "configs": {
             "serve": "as `nstrack serve` runs the tracker: where rescans are complete (6.18+) and find the frees "
                      "(tracepoint mode), creations wait for the next rescan; in the event modes each drain's "
@@ -223,9 +241,16 @@ def main() -> int:
     for r in result["results"]:
         r["target"] = result["targets"][r["workload"]]
         r["meets_target"] = r["ratio"] >= r["target"] and r["lost_events"] == 0 if r["config"] != "unread" else None
+        # what this run can tell: met (the whole interval at or above the target), missed (all below), or
+        # undecided (the target inside the interval: more rounds, or a quieter machine, would tell)
+        lo, hi = r["ratio_interval_90"]
+        r["verdict"] = None if r["config"] == "unread" else (
+            "missed" if hi < r["target"] or r["lost_events"] else "met" if lo >= r["target"] else "undecided")
     (OUT / "lifecycle.json").write_text(json.dumps(result, indent=2) + "\n")
     for r in result["results"]:
-        print(f"{r['mode']:<10} {r['config']:<6} {r['workload']:<6} ratio {r['ratio']:.3f} (target {r['target']}), "
+        lo, hi = r["ratio_interval_90"]
+        print(f"{r['mode']:<10} {r['config']:<6} {r['workload']:<6} ratio {r['ratio']:.3f} [90%: {lo:.3f}-{hi:.3f}] "
+              f"(target {r['target']}: {r['verdict'] or 'no target'}), "
               f"{r['rate_with_median']:.0f} vs {r['rate_without_median']:.0f} ops/s, "
               f"lost {r['lost_events']}, nstrack CPU {r['nstrack_cpu_seconds_per_1000_events']} s/1000 events "
               f"(tracker thread {r['tracker_thread_cpu_seconds_per_1000_events']})")

@@ -708,7 +708,8 @@ def clear_dir(path: Path) -> None:
 def boot(kernel: Kernel, initrd: Path, out: Path, args: argparse.Namespace) -> Result:
     console = out / "console.log"
     qemu = [
-        QEMU, "-accel", "tcg", "-cpu", "max", "-m", str(args.memory), "-smp", str(args.smp),
+        QEMU, "-accel", "tcg", *(["-icount", f"shift={args.icount},sleep=off"] if args.icount is not None else []),
+        "-cpu", "max", "-m", str(args.memory), "-smp", str(args.smp),
         "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
         "-serial", f"file:{console}", "-no-reboot",
         "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
@@ -773,6 +774,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--archive", help="Debian archive URI (default: the one in the host's apt sources; URI-security for security suites)")
     p.add_argument("--offline", action="store_true", help="do not contact the archive; use cached kernels only")
     p.add_argument("--smp", type=int, default=2, help="guest CPUs (default: %(default)s)")
+    p.add_argument("--icount", type=int, metavar="SHIFT", default=None,
+                   help="count instructions instead of host time: the guest's clocks advance 2**SHIFT ns per "
+                        "instruction executed (QEMU -icount, vCPUs in turn on one host thread), so timings "
+                        "inside the guest do not depend on the host's load; for benchmarks (make bench-vm)")
     p.add_argument("--memory", type=int, default=2048, help="guest memory in MiB (default: %(default)s)")
     p.add_argument("--root-cache", default="loose", choices=("none", "loose", "fscache", "mmap"), help="9p cache mode of the read-only host root (default: %(default)s)")
     p.add_argument("--msize", type=int, default=262144, help="9p msize (default: %(default)s)")
@@ -785,6 +790,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if bad_env:
         p.error(f"--env wants KEY=VALUE, got {', '.join(bad_env)}")
     args.env = dict(e.split("=", 1) for e in args.env)
+    if args.icount is not None and not 0 <= args.icount <= 10:
+        p.error(f"--icount wants a shift from 0 to 10 (2**SHIFT ns per instruction), got {args.icount}")
     wanted = [s.strip() for s in args.kernels.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in known]
     if unknown:
@@ -841,6 +848,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             initrd = args.cache_dir / "initramfs" / f"{kernel.series}.cpio"
             with Timer() as t:
                 env = {**known_specs()[kernel.series].env, **args.env}
+                if args.icount is not None:  # the guest's benchmarks say which clock their ratios are on
+                    env["NSTRACK_VM_ICOUNT"] = str(args.icount)
                 mods = build_initramfs(kernel, args.cmd, env, initrd, args.root_cache, args.msize)
             log(f"{kernel.series}: initramfs {initrd.stat().st_size / 2**20:.1f} MiB, modules {' '.join(mods) or '-'} ({t.seconds:.1f}s)")
             log(f"{kernel.series}: booting {kernel.release} (timeout {args.timeout:.0f}s, console {out / 'console.log'})")
