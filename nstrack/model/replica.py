@@ -130,7 +130,7 @@ class Replica:
         # or while the tracker held back their creation: settle_pairs), as their creation records:
         # (EventBatch, indexes of those records, destroyed_ns (one, or one per record), destroyed_by, the
         # newest destroyed_ns).
-        self.brief: deque[tuple[EventBatch, Sequence[int], int | list[int], str, int]] = deque()
+        self.brief: deque[tuple[EventBatch, Sequence[int], int | Sequence[int], str, int]] = deque()
         self._brief_count = 0
         # ... and, if ``keep_brief_lives``, their lifetimes, (type, lifetimes in ns), for whoever keeps
         # statistics and takes them (serve)
@@ -353,23 +353,29 @@ class Replica:
         if created:
             self._settle_dead(batch, created, list(pick(batch.ts, destroyed)))
 
-    def settle_brief(self, batch: BriefBatch, rows: list[int] | None = None) -> None:
+    def settle_brief(self, batch: BriefBatch, rows: Sequence[int] | None = None) -> None:
         """As ``settle_pairs`` for namespaces paired in BPF (``brief_rb`` records: each a creation and
         when it was freed): ``rows`` of ``batch``, or all of them."""
-        rows = list(range(len(batch))) if rows is None else rows
-        if rows:
-            self._settle_dead(batch, rows, list(pick(batch.end, rows)))
+        made: Sequence[int] = range(len(batch)) if rows is None else rows
+        if len(made) == len(batch):  # the common case, every record: the column as it is
+            self._settle_dead(batch, made, batch.end)
+        elif made:
+            self._settle_dead(batch, made, list(pick(batch.end, made)))
 
-    def _settle_dead(self, batch: EventBatch, created: list[int], died: list[int]) -> None:
+    def _settle_dead(self, batch: EventBatch, created: Sequence[int], died: Sequence[int]) -> None:
         flags, tgid, ts, ids = batch.flag, batch.tgid, batch.ts, batch.ns_id
-        if 0 in ids:  # without ns_ids, entries are told apart by generation: these count as ones
-            generation = self._generation
-            plain = list(compress(created, map(not_, pick(ids, created))))
-            for (flag, inum), k in Counter(zip(pick(flags, plain), pick(batch.inum, plain))).items():
-                key = (TYPE_OF_FLAG[flag], inum)
-                generation[key] = generation.get(key, 0) + k
         # every record of the batch (settle_brief's common case: rows in order): its columns as they are
         whole = len(created) == len(batch)
+        if 0 in ids:  # without ns_ids, entries are told apart by generation: these count as ones
+            generation = self._generation
+            if whole and not any(ids):  # a kernel without ns_ids (before 6.18)
+                keys: Iterable[tuple[int, int]] = zip(flags, batch.inum)
+            else:
+                plain = list(compress(created, map(not_, pick(ids, created))))
+                keys = zip(pick(flags, plain), pick(batch.inum, plain))
+            for (flag, inum), k in Counter(keys).items():
+                key = (TYPE_OF_FLAG[flag], inum)
+                generation[key] = generation.get(key, 0) + k
         made_flags = flags if whole else pick(flags, created)
         per_type = Counter(made_flags)
         comm = batch.same_comm() if whole and 0 not in tgid else None
@@ -388,7 +394,7 @@ class Replica:
         self._add_brief(batch, created, per_type, by_comm, lives, died, "event")
 
     def _add_brief(self, batch: EventBatch, rows: Sequence[int], per_type: Counter[int],
-                   by_comm: Counter[tuple[int, bytes]], lives: dict[int, list[int]], died: int | list[int],
+                   by_comm: Counter[tuple[int, bytes]], lives: dict[int, list[int]], died: int | Sequence[int],
                    by: str) -> None:
         """Count and keep namespaces that were never entered as alive (settle, settle_pairs): their
         creation records are ``rows`` of ``batch``; ``died``: when they were destroyed (one time for

@@ -405,6 +405,41 @@ def test_creations_held_in_bpf_are_taken_back_when_due(monkeypatch: pytest.Monke
     assert [(c.kind, c.ns.inum) for c in changes] == [("created", 8003)] and t.deferred == 0 and not young.held
 
 
+def test_young_is_listed_only_once_something_can_be_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing ``young`` walks all its buckets: after a listing, drains list it again only when the oldest
+    creation it left becomes due (or HOLD_SECONDS after it, for creations made since), and then take
+    back what is due then, not later."""
+    from nstrack.kernel import tracker as tracker_mod
+
+    hold = int(tracker_mod.HOLD_SECONDS * 1e9)
+    now = [10 * hold]
+    t, _ring, _briefs, young = pairing_tracker(monkeypatch, now)
+    listed = [0]
+    lookup_all = young.lookup_all
+
+    def counting() -> tuple[bytes, bytes]:
+        listed[0] += 1
+        return lookup_all()
+
+    young.lookup_all = counting  # type: ignore[method-assign]
+    young.hold(raw(now[0] - hold // 2, 0, UTS, 8101))  # due in half a hold
+    assert t.drain() == [] and listed[0] == 1
+    young.hold(raw(now[0] + 1, 0, NET, 8102))  # made after that listing: due a hold after it, at the earliest
+    for step in range(4):  # drains before the first can be due: nothing listed
+        now[0] += hold // 10
+        assert t.drain() == [] and listed[0] == 1
+    now[0] += hold // 10  # the first is due now
+    assert [(c.kind, c.ns.inum) for c in t.drain()] == [("created", 8101)] and listed[0] == 2
+    assert t.deferred == 1 and set(young.held) == {8102}
+    now[0] += hold // 2 - 1  # the second not yet
+    assert t.drain() == [] and listed[0] == 2
+    now[0] += 2  # now it is
+    assert [(c.kind, c.ns.inum) for c in t.drain()] == [("created", 8102)] and listed[0] == 3
+    assert t.deferred == 0
+    young.hold(raw(now[0], 0, UTS, 8103))
+    assert [(c.kind, c.ns.inum) for c in t.catch_up()] == [("created", 8103)]  # catch_up takes all, at once
+
+
 @pytest.mark.parametrize("comms", [[b"churn"] * 4, [b"churn", b"ip", b"churn", b"runc"]], ids=["one-command", "mixed"])
 @pytest.mark.parametrize("kernel_made", [False, True], ids=["", "one-by-the-kernel"])
 def test_settled_briefs_count_as_applying_each_event(comms: list[bytes], kernel_made: bool) -> None:
