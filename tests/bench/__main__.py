@@ -35,11 +35,16 @@ PAUSE = float(os.environ.get("NSTRACK_BENCH_PAUSE", "0.5"))
 
 
 def run_workload(kind: str) -> float:
+    return run_workload_cpu(kind)[0]
+
+
+def run_workload_cpu(kind: str) -> tuple[float, float]:
+    """Operations per second, and per CPU second of the workload's own process."""
     r = subprocess.run([sys.executable, WORKLOAD, kind, str(SECONDS)], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"workload {kind} exited {r.returncode}: {r.stderr.strip()[-500:]}")
-    ops, took = r.stdout.split()
-    return int(ops) / float(took)
+    ops, took, cpu = r.stdout.split()
+    return int(ops) / float(took), int(ops) / max(float(cpu), 1e-9)
 
 
 class Live:
@@ -83,6 +88,10 @@ class Live:
 def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[str, Any]:
     without: list[float] = []
     with_: list[float] = []
+    # operations per CPU second of the workload's process: what nstrack costs the workload's own CPU
+    # (its BPF programs run there; its reader, on a machine with a CPU to spare, does not)
+    cpu_without: list[float] = []
+    cpu_with: list[float] = []
     cpu_per_1000: list[float] = []
     tracker_per_1000: list[float] = []  # the tracker's own threads only (not the workload's spawning)
     lost = events = paired = 0
@@ -92,7 +101,9 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
         for tracked in order:
             if not tracked:
                 time.sleep(PAUSE)
-                without.append(run_workload(kind))
+                rate, per_cpu = run_workload_cpu(kind)
+                without.append(rate)
+                cpu_without.append(per_cpu)
                 continue
             live = Live(mode, defer=config != "watch", read=config != "unread")
             with live as tracker:
@@ -100,7 +111,8 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
                 e0, c0, b0 = tracker.stats.events, time.process_time(), tracker.stats.brief
                 clock = time.pthread_getcpuclockid(live.thread.ident) if live.thread and live.thread.ident else None
                 t0 = time.clock_gettime(clock) if clock is not None else 0.0
-                rate = run_workload(kind)
+                rate, per_cpu = run_workload_cpu(kind)
+                cpu_with.append(per_cpu)
                 time.sleep(0.3)  # let the poller drain what the workload produced
                 t1 = time.clock_gettime(clock) if clock is not None else 0.0
                 s0 = time.thread_time()
@@ -116,6 +128,8 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
                     tracker_per_1000.append(tracker_cpu / ev * 1000)
     ratio = statistics.median(with_) / statistics.median(without)
     lo, hi = ratio_interval(with_, without)
+    cpu_ratio = statistics.median(cpu_with) / statistics.median(cpu_without)
+    cpu_lo, cpu_hi = ratio_interval(cpu_with, cpu_without)
     if config == "unread":
         cpu_per_1000 = tracker_per_1000 = []  # reading everything at the end is not what a tracker costs
     return {
@@ -129,6 +143,9 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
         # bootstrap 90% interval of the ratio: a target inside it is neither met nor missed by this run
         "ratio_interval_90": [round(lo, 4), round(hi, 4)],
         "ratio_paired_median": round(paired_ratio(with_, without), 4),
+        # the same for operations per CPU second of the workload's process (see cpu_without above)
+        "workload_cpu_ratio": round(cpu_ratio, 4),
+        "workload_cpu_ratio_interval_90": [round(cpu_lo, 4), round(cpu_hi, 4)],
         "events": events,
         "lost_events": lost,
         # creations counted with their free, never entered as alive (serve, event modes: Tracker._undefer)
@@ -171,6 +188,13 @@ def profile_programs(kind: str, mode: str | None) -> dict[str, Any]:
     return {"programs": programs, "ns_per_op": round(ns_per_op),
             # of the time an operation took in this run (itself slowed by the counting)
             "share_of_op": round(ns_per_op * rate / 1e9, 4)}
+
+
+def verdict(interval: list[float], target: float, lost: int) -> str:
+    """met (the whole interval at or above the target, nothing lost), missed (all below, or events lost),
+    or undecided (the target inside the interval: more rounds, or a quieter machine, would tell)."""
+    lo, hi = interval
+    return "missed" if hi < target or lost else "met" if lo >= target else "undecided"
 
 
 def clock_kind() -> str:
@@ -241,16 +265,17 @@ def main() -> int:
     for r in result["results"]:
         r["target"] = result["targets"][r["workload"]]
         r["meets_target"] = r["ratio"] >= r["target"] and r["lost_events"] == 0 if r["config"] != "unread" else None
-        # what this run can tell: met (the whole interval at or above the target), missed (all below), or
-        # undecided (the target inside the interval: more rounds, or a quieter machine, would tell)
-        lo, hi = r["ratio_interval_90"]
-        r["verdict"] = None if r["config"] == "unread" else (
-            "missed" if hi < r["target"] or r["lost_events"] else "met" if lo >= r["target"] else "undecided")
+        # what this run can tell, from the rate and from the workload's CPU (verdict())
+        r["verdict"] = None if r["config"] == "unread" else verdict(r["ratio_interval_90"], r["target"], r["lost_events"])
+        r["workload_cpu_verdict"] = None if r["config"] == "unread" else verdict(
+            r["workload_cpu_ratio_interval_90"], r["target"], r["lost_events"])
     (OUT / "lifecycle.json").write_text(json.dumps(result, indent=2) + "\n")
     for r in result["results"]:
         lo, hi = r["ratio_interval_90"]
+        clo, chi = r["workload_cpu_ratio_interval_90"]
         print(f"{r['mode']:<10} {r['config']:<6} {r['workload']:<6} ratio {r['ratio']:.3f} [90%: {lo:.3f}-{hi:.3f}] "
-              f"(target {r['target']}: {r['verdict'] or 'no target'}), "
+              f"(target {r['target']}: {r['verdict'] or 'no target'}), per workload CPU second "
+              f"{r['workload_cpu_ratio']:.3f} [{clo:.3f}-{chi:.3f}] ({r['workload_cpu_verdict'] or 'no target'}), "
               f"{r['rate_with_median']:.0f} vs {r['rate_without_median']:.0f} ops/s, "
               f"lost {r['lost_events']}, nstrack CPU {r['nstrack_cpu_seconds_per_1000_events']} s/1000 events "
               f"(tracker thread {r['tracker_thread_cpu_seconds_per_1000_events']})")
