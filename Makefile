@@ -85,11 +85,11 @@ bench: setup
 # The lifecycle benchmark in every kernel of the matrix, fentry and kprobe modes (build/vmbench/*/lifecycle.json)
 # The guests' clocks count instructions (QEMU -icount, 2**VMBENCH_ICOUNT ns each): the shared host's load
 # spread runs of one configuration 3-8% under plain TCG, under -icount under 1%. -icount runs vCPUs in turn
-# on one host thread anyway: one vCPU says so (and 5.10 and 6.1 hang bringing up a second one under it).
+# on one host thread anyway, so vmtest.py boots one with it (5.10 and 6.1 hang bringing up a second there).
 # VMBENCH_ICOUNT= (empty): host time, two vCPUs in parallel.
 VMBENCH_ICOUNT ?= 2
 bench-vm: setup
-	$(PYTHON) tests/vm/vmtest.py --out build/vmbench --cmd "exec /bin/sh tests/vm/bench.sh" $(if $(VMTEST_KERNELS),--kernels $(VMTEST_KERNELS)) $(if $(VMBENCH_ICOUNT),--icount $(VMBENCH_ICOUNT) --smp 1)
+	$(PYTHON) tests/vm/vmtest.py --out build/vmbench --cmd "exec /bin/sh tests/vm/bench.sh" $(if $(VMTEST_KERNELS),--kernels $(VMTEST_KERNELS)) $(if $(VMBENCH_ICOUNT),--icount $(VMBENCH_ICOUNT))
 
 # The container image (deploy/container/), with podman's state under build/image/: wheels built here (BPF
 # objects from `make bpf`), on a Debian base made locally with mmdebstrap (cached in .cache/image/), or on

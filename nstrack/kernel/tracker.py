@@ -438,7 +438,7 @@ class Tracker:
         (BPF pairs the others with their frees). Runs after the ring is read: a free after the delete
         reaches the ring, so the next drain, after its creation.
 
-        Listing the map walks every bucket of it (in the VMs ~1M instructions for 16384 buckets, a third
+        Listing the map walks every bucket of it (in the VMs ~1M instructions for 16384 buckets, 16-30%
         of the tracker's time under churn when done at every drain), so it is only done once something
         can be due: when the oldest creation the last listing left becomes due, or HOLD_SECONDS after
         that listing for those made since. No creation is taken back later for that."""

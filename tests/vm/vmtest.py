@@ -773,11 +773,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="downloads and unpacked kernels (default: %(default)s)")
     p.add_argument("--archive", help="Debian archive URI (default: the one in the host's apt sources; URI-security for security suites)")
     p.add_argument("--offline", action="store_true", help="do not contact the archive; use cached kernels only")
-    p.add_argument("--smp", type=int, default=2, help="guest CPUs (default: %(default)s)")
+    p.add_argument("--smp", type=int, default=None, help="guest CPUs (default: 2, with --icount 1)")
     p.add_argument("--icount", type=int, metavar="SHIFT", default=None,
                    help="count instructions instead of host time: the guest's clocks advance 2**SHIFT ns per "
                         "instruction executed (QEMU -icount, vCPUs in turn on one host thread), so timings "
-                        "inside the guest do not depend on the host's load; for benchmarks (make bench-vm)")
+                        "inside the guest do not depend on the host's load; for benchmarks (make bench-vm). One "
+                        "vCPU unless --smp says otherwise: 5.10 and 6.1 hang bringing up a second under it")
     p.add_argument("--memory", type=int, default=2048, help="guest memory in MiB (default: %(default)s)")
     p.add_argument("--root-cache", default="loose", choices=("none", "loose", "fscache", "mmap"), help="9p cache mode of the read-only host root (default: %(default)s)")
     p.add_argument("--msize", type=int, default=262144, help="9p msize (default: %(default)s)")
@@ -792,6 +793,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.env = dict(e.split("=", 1) for e in args.env)
     if args.icount is not None and not 0 <= args.icount <= 10:
         p.error(f"--icount wants a shift from 0 to 10 (2**SHIFT ns per instruction), got {args.icount}")
+    if args.smp is None:
+        args.smp = 1 if args.icount is not None else 2
+    elif args.smp < 1:
+        p.error(f"--smp wants at least 1 CPU, got {args.smp}")
     wanted = [s.strip() for s in args.kernels.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in known]
     if unknown:
