@@ -84,7 +84,7 @@ bench: setup
 
 # The lifecycle benchmark in every kernel of the matrix, fentry and kprobe modes (build/vmbench/*/lifecycle.json)
 # The guests' clocks count instructions (QEMU -icount, 2**VMBENCH_ICOUNT ns each): the shared host's load
-# spread runs of one configuration 3-8% under plain TCG, under -icount under 1%. -icount runs vCPUs in turn
+# spread runs of one configuration 3-8% under plain TCG, under -icount ±1-4% (the kernels' own variation). -icount runs vCPUs in turn
 # on one host thread anyway, so vmtest.py boots one with it (5.10 and 6.1 hang bringing up a second there).
 # VMBENCH_ICOUNT= (empty): host time, two vCPUs in parallel.
 VMBENCH_ICOUNT ?= 2
