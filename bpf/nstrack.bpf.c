@@ -46,8 +46,16 @@ const volatile __u32 pair_frees = 0;
 #define RING_WAKEUP (pair_frees ? BPF_RB_NO_WAKEUP : 0)
 
 __u64 lost_events = 0;   /* events the `events` ring buffer had no room for (and pairs brief_rb had not) */
-__u64 young_in = 0;      /* creations held in `young` */
-__u64 young_paired = 0;  /* of them, taken back by their free */
+/*
+ * Creations held in `young`, and of them those taken back by their free, by the slot of their creation
+ * time (bits YOUNG_SLOT_SHIFT.. of its boot-time ns, modulo YOUNG_SLOTS): Python lists `young` (a walk of
+ * all its buckets) only once a slot that still holds creations can hold one due for taking back.
+ */
+#define YOUNG_SLOTS 16
+#define YOUNG_SLOT_SHIFT 28 /* 2^28 ns: 0.27 s */
+#define YOUNG_SLOT(ts) (((ts) >> YOUNG_SLOT_SHIFT) & (YOUNG_SLOTS - 1))
+__u64 young_in[YOUNG_SLOTS] = {};
+__u64 young_paired[YOUNG_SLOTS] = {};
 
 /* Referenced so that the records' layouts land in the object's BTF (tests/unit/test_records.py). */
 struct ns_event *unused_ns_event __attribute__((unused));
@@ -203,10 +211,12 @@ static __always_inline int pair_free(__u32 inum)
 		return 0;
 	b = bpf_ringbuf_reserve(&brief_rb, sizeof(*b), 0);
 	if (!b) {
+		__u64 made = c->ts_ns; /* read before the delete: the entry may be reused after it */
+
 		if (bpf_map_delete_elem(&young, &inum))
 			return 0;
 		/* the pair is lost: counted (Python rescans) */
-		__sync_fetch_and_add(&young_paired, 1);
+		__sync_fetch_and_add(&young_paired[YOUNG_SLOT(made)], 1);
 		__sync_fetch_and_add(&lost_events, 1);
 		return 1;
 	}
@@ -216,7 +226,7 @@ static __always_inline int pair_free(__u32 inum)
 		bpf_ringbuf_discard(b, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
-	__sync_fetch_and_add(&young_paired, 1);
+	__sync_fetch_and_add(&young_paired[YOUNG_SLOT(b->ev.ts_ns)], 1);
 	bpf_ringbuf_submit(b, BPF_RB_NO_WAKEUP);
 	return 1;
 }
@@ -262,7 +272,7 @@ static __always_inline void emit_owned(struct ns_common *ns, __u32 type, __u32 k
 		bpf_get_current_comm(e.comm, sizeof(e.comm));
 		/* pair_frees: held for its free; a full `young` sends it to the ring (no pairing, that is all) */
 		if (pair_frees && bpf_map_update_elem(&young, &e.inum, &e, BPF_NOEXIST) == 0) {
-			__sync_fetch_and_add(&young_in, 1);
+			__sync_fetch_and_add(&young_in[YOUNG_SLOT(e.ts_ns)], 1);
 			return;
 		}
 	}

@@ -650,6 +650,10 @@ class BPFObject:
         Mmapable sections (.bss, .data on 5.5+) are mapped once, read-only, so a read costs no system
         call (libbpf 1.1 maps them onto the kernel's copy only for skeletons). Otherwise a map lookup.
         """
+        return int.from_bytes(self.read_global_bytes(name, section), "little")
+
+    def read_global_bytes(self, name: str, section: str = ".bss") -> bytes:
+        """The bytes of a global (an array, a struct) of a loaded object, as ``read_global`` reads them."""
         if not self.loaded:
             raise BPFError(errno_mod.ENOENT, f"{self.path.name}: {section} not loaded")
         off, width = self._datasec_vars(section)[name]
@@ -662,11 +666,11 @@ class BPFObject:
             self._mmaped[section] = view
         view = self._mmaped[section]
         if view is not None:
-            return int.from_bytes(view[off : off + width], "little")
+            return view[off : off + width]
         raw = self._section_map(section).lookup(b"\0\0\0\0")
         if raw is None:
             raise BPFError(errno_mod.ENOENT, f"{self.path.name}: {section} not loaded")
-        return int.from_bytes(raw[off : off + width], "little")
+        return raw[off : off + width]
 
     def load(self) -> None:
         with _Capture() as msgs:

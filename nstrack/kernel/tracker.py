@@ -22,6 +22,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
+from operator import sub
 
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
@@ -56,6 +57,13 @@ SRC_FREE, SRC_TREE_REMOVE = (next(k for k, v in SOURCES.items() if v == name) fo
 # most; more go to the ring, where Python pairs them). 88 bytes of kernel memory each, preallocated.
 YOUNG_MAX = 16384
 YOUNG_KEY = struct.Struct("<I")  # `young`'s key: an inode number
+# BPF counts the creations it holds in `young`, and those it pairs, per slot of their kernel time (bits
+# YOUNG_SLOT_SHIFT.. of it, modulo YOUNG_SLOTS; as bpf/nstrack.bpf.c): all a slot holds are due once its
+# latest period ended HOLD_SECONDS ago.
+YOUNG_SLOTS = 16
+YOUNG_SLOT_SHIFT = 28
+# Listings of `young` come at least this far apart (see Tracker._sweep).
+SWEEP_GAP_SECONDS = 0.5
 
 
 @dataclass
@@ -204,10 +212,11 @@ class Tracker:
         self._pairing = defer_events and event_mode and all("any" in a for a in self.plan.event_types.values())
         self._briefs: RingBuffer | None = None
         self._young: BPFMap | None = None
-        self._young_taken = 0  # creations Python took back from `young`
+        self._young_taken = [0] * YOUNG_SLOTS  # creations Python took back from `young`, by slot
         # (boot_ns) no creation held in `young` can be due before this: _sweep lists the map only then
         self._next_sweep = 0
         self._brief_ok = {(EV_CREATED, f) for f in TYPE_OF_FLAG}
+        self._brief_flags = frozenset(TYPE_OF_FLAG)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -406,7 +415,7 @@ class Tracker:
             return
         batch = BriefBatch(b"".join(parts))
         rows: Sequence[int] = range(len(batch))
-        if not set(zip(batch.kind, batch.flag)) <= self._brief_ok:
+        if batch.kind.count(EV_CREATED) != len(batch) or not self._brief_flags.issuperset(batch.flag):
             good_rows = [i for i in rows if (batch.kind[i], batch.flag[i]) in self._brief_ok]
             self.stats.bad_records += len(rows) - len(good_rows)
             rows = good_rows
@@ -425,12 +434,27 @@ class Tracker:
         self.stats.events += 2 * len(rows)
         self.stats.brief += len(rows)
 
-    def _young_held(self) -> int:
-        """Creations BPF holds in ``young`` now (from its counters; no system call)."""
+    def _young_held_by_slot(self) -> list[int]:
+        """Creations BPF holds in ``young`` now, per slot of their kernel time (from its counters in
+        memory mapped from the kernel: no system call)."""
         if self._young is None or self._obj is None:
-            return 0
-        read = self._obj.read_global
-        return read("young_in") - read("young_paired") - self._young_taken
+            return []
+        read = self._obj.read_global_bytes
+        return list(map(sub, map(sub, array("Q", read("young_in")), array("Q", read("young_paired"))),
+                        self._young_taken))
+
+    def _young_held(self) -> int:
+        """Creations BPF holds in ``young`` now."""
+        return max(0, sum(self._young_held_by_slot()))
+
+    def _young_slot_due(self, held: list[int], now: int) -> bool:
+        """Whether a slot of ``held`` holds creations that are all due at ``now``: the latest period of
+        the slot (older creations in it are older still) ended ``HOLD_SECONDS`` ago."""
+        period, due = now >> YOUNG_SLOT_SHIFT, now - int(HOLD_SECONDS * 1e9)
+        for slot, n in enumerate(held):
+            if n > 0 and (period - (period - slot) % YOUNG_SLOTS + 1) << YOUNG_SLOT_SHIFT <= due:
+                return True
+        return False
 
     def _sweep(self, changes: list[Change], everything: bool = False) -> None:
         """Take back the creations BPF has held in ``young`` since ``HOLD_SECONDS`` ago (all of them
@@ -438,28 +462,36 @@ class Tracker:
         (BPF pairs the others with their frees). Runs after the ring is read: a free after the delete
         reaches the ring, so the next drain, after its creation.
 
-        Listing the map walks every bucket of it (in the VMs ~1M instructions for 16384 buckets, 16-30%
-        of the tracker's time under churn when done at every drain), so it is only done once something
-        can be due: when the oldest creation the last listing left becomes due, or HOLD_SECONDS after
-        that listing for those made since. No creation is taken back later for that."""
-        if self._young is None or self._young_held() <= 0:
+        Listing the map walks every bucket of it (in the VMs ~1.6M instructions for 16384 buckets, a
+        quarter of the tracker's time under churn when done every second), so it is listed only when
+        BPF's per-slot counters show a slot whose creations are all due (under churn on 6.18+ every
+        namespace is freed within microseconds: never listed), no creation the last listing left is due
+        later, and ``SWEEP_GAP_SECONDS`` have passed since it. A creation is taken back at most
+        ``HOLD_SECONDS`` + one slot period (0.27 s) + ``SWEEP_GAP_SECONDS`` + a drain after it was made."""
+        if self._young is None:
+            return
+        held = self._young_held_by_slot()
+        if sum(held) <= 0:
             return
         hold = int(HOLD_SECONDS * 1e9)
         now = boot_ns()
-        if not everything and now < self._next_sweep:
+        if not everything and (now < self._next_sweep or not self._young_slot_due(held, now)):
             return
         _, values = self._young.lookup_all()
         made = array("Q", values)[0 :: EVENT.size // 8]  # each entry's kernel timestamp (its first field)
+        gap = now + int(SWEEP_GAP_SECONDS * 1e9)
         if everything:
             rows = list(EVENT.iter_unpack(values))
-            self._next_sweep = now + hold
+            self._next_sweep = max(now + hold, gap)
         else:
             due = now - hold
             rows = [EVENT.unpack_from(values, i * EVENT.size) for i, ts in enumerate(made) if ts <= due]
-            self._next_sweep = min((ts for ts in made if ts > due), default=now) + hold
+            self._next_sweep = max(min((ts for ts in made if ts > due), default=now) + hold, gap)
         delete, key = self._young.delete, YOUNG_KEY.pack
         mine = sorted(r for r in rows if delete(key(r[5])))  # by kernel time: the order they happened in
-        self._young_taken += len(mine)
+        taken = self._young_taken
+        for r in mine:
+            taken[(r[0] >> YOUNG_SLOT_SHIFT) % YOUNG_SLOTS] += 1
         if mine:
             self._apply_rows(mine, changes)
 

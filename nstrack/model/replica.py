@@ -107,6 +107,8 @@ class Counters:
 _new = tuple.__new__  # a NamedTuple built without its Python-level __new__ (hot paths)
 
 CREATOR_COMMS = 50
+_BRIEF_PENDING_MAX = 1 << 16  # brief records whose generations wait to be counted (see Replica._brief_gen)
+FLAG_OF_TYPE = {name: flag for flag, name in TYPE_OF_FLAG.items()}
 OTHER_COMM = "(other)"
 
 
@@ -117,7 +119,13 @@ class Replica:
         self._by_id: dict[int, Key] = {}
         self._by_any_inum: dict[int, Key] = {}
         self.tombstones: OrderedDict[Key, Namespace] = OrderedDict()
-        self._generation: dict[tuple[str, int], int] = {}
+        self._generation: dict[tuple[str, int], int] = {}  # entered as alive, by (type, inum)
+        # namespaces without ns_ids never entered as alive (brief), by (type flag, inum): added to the
+        # generation of the next one entered with that key. Counted from their columns (at C speed) only
+        # when a generation is asked for, or when _BRIEF_PENDING_MAX records wait.
+        self._brief_gen: Counter[tuple[int, int]] = Counter()
+        self._brief_gen_pending: list[tuple[Sequence[int], Sequence[int]]] = []
+        self._brief_gen_waiting = 0
         self.tombstone_seconds = tombstone_seconds
         self.tombstone_max = tombstone_max
         self.counters = Counters()
@@ -225,7 +233,21 @@ class Replica:
     def _next_generation(self, type_: str, inum: int) -> int:
         g = self._generation.get((type_, inum), 0) + 1
         self._generation[(type_, inum)] = g
-        return g
+        return g + self._brief_generations(type_, inum)
+
+    def _brief_generations(self, type_: str, inum: int) -> int:
+        """How many namespaces without an ns_id had this type and inode number and were only counted."""
+        if self._brief_gen_pending:
+            self._fold_brief_generations()
+        elif not self._brief_gen:
+            return 0
+        return self._brief_gen.get((FLAG_OF_TYPE[type_], inum), 0)
+
+    def _fold_brief_generations(self) -> None:
+        update = self._brief_gen.update
+        for flags, inums in self._brief_gen_pending:
+            update(zip(flags, inums))
+        self._brief_gen_pending, self._brief_gen_waiting = [], 0
 
     def apply(self, ev: Event) -> list[Change]:
         """Apply one lifecycle event; returns what changed (empty for duplicates and unknowns)."""
@@ -265,6 +287,8 @@ class Replica:
             changes.append(_new(Change, ("destroyed", cur, "superseded")))
         generation = self._generation.get(tkey, 0) + 1
         self._generation[tkey] = generation
+        if self._brief_gen_pending or self._brief_gen:
+            generation += self._brief_generations(type_, inum)
         ns = Namespace(type_, inum, ns_id, generation, ev.owner_inum, ev.parent_inum, ts, ts, creator, ev.source)
         # _insert, written out
         self.version += 1
@@ -367,15 +391,15 @@ class Replica:
         # every record of the batch (settle_brief's common case: rows in order): its columns as they are
         whole = len(created) == len(batch)
         if 0 in ids:  # without ns_ids, entries are told apart by generation: these count as ones
-            generation = self._generation
             if whole and not any(ids):  # a kernel without ns_ids (before 6.18)
-                keys: Iterable[tuple[int, int]] = zip(flags, batch.inum)
+                plain_flags, plain_inums = flags, batch.inum
             else:
                 plain = list(compress(created, map(not_, pick(ids, created))))
-                keys = zip(pick(flags, plain), pick(batch.inum, plain))
-            for (flag, inum), k in Counter(keys).items():
-                key = (TYPE_OF_FLAG[flag], inum)
-                generation[key] = generation.get(key, 0) + k
+                plain_flags, plain_inums = pick(flags, plain), pick(batch.inum, plain)
+            self._brief_gen_pending.append((plain_flags, plain_inums))
+            self._brief_gen_waiting += len(plain_inums)
+            if self._brief_gen_waiting > _BRIEF_PENDING_MAX:
+                self._fold_brief_generations()
         made_flags = flags if whole else pick(flags, created)
         per_type = Counter(made_flags)
         comm = batch.same_comm() if whole and 0 not in tgid else None

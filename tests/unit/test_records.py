@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct as struct_mod
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,20 @@ def test_ns_record_and_tasks() -> None:
                                      ("user", 15), ("cgroup", 16), ("time", 17)]
     with pytest.raises(RecordError, match="multiple"):
         decode_tasks(data[:-1])
+
+
+def test_young_slot_counters_match_the_compiled_object() -> None:
+    """The tracker reads BPF's per-slot counters of `young` as YOUNG_SLOTS u64s each."""
+    from nstrack.kernel.libbpf import BPFObject
+    from nstrack.kernel.tracker import YOUNG_SLOTS
+
+    obj = BPFObject.open(bpf_object("nstrack"))
+    try:
+        layout = obj._datasec_vars(".bss")
+        assert layout["young_in"][1] == layout["young_paired"][1] == 8 * YOUNG_SLOTS
+    finally:
+        obj.close()
+    source = (Path(__file__).parents[2] / "bpf" / "nstrack.bpf.c").read_text()
+    from nstrack.kernel.tracker import YOUNG_SLOT_SHIFT
+
+    assert f"#define YOUNG_SLOTS {YOUNG_SLOTS}\n" in source and f"#define YOUNG_SLOT_SHIFT {YOUNG_SLOT_SHIFT} " in source

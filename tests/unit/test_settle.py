@@ -4,6 +4,7 @@ event at once and reconciling with the scan, without a kernel."""
 from __future__ import annotations
 
 import struct
+from array import array
 
 import pytest
 
@@ -319,12 +320,17 @@ class FakeYoung:
 
     def __init__(self) -> None:
         self.held: dict[int, bytes] = {}
-        self.counters = {"young_in": 0, "young_paired": 0}
+        # BPF's per-slot counters (young_in, young_paired: by bits 28.. of the creation's kernel time)
+        self.counters = {"young_in": array("Q", [0] * 16), "young_paired": array("Q", [0] * 16)}
         self.paired_meanwhile: set[int] = set()
+
+    @staticmethod
+    def slot(rec: bytes) -> int:
+        return (EVENT.unpack(rec)[0] >> 28) % 16
 
     def hold(self, rec: bytes) -> None:
         self.held[EVENT.unpack(rec)[5]] = rec
-        self.counters["young_in"] += 1
+        self.counters["young_in"][self.slot(rec)] += 1
 
     def lookup_all(self) -> tuple[bytes, bytes]:
         return b"".join(struct.pack("<I", k) for k in self.held), b"".join(self.held.values())
@@ -332,13 +338,16 @@ class FakeYoung:
     def delete(self, key: bytes) -> bool:
         inum = struct.unpack("<I", key)[0]
         if inum in self.paired_meanwhile:
-            del self.held[inum]
-            self.counters["young_paired"] += 1
+            self.counters["young_paired"][self.slot(self.held.pop(inum))] += 1
             return False
         return self.held.pop(inum, None) is not None
 
-    def read_global(self, name: str) -> int:
-        return self.counters[name]
+    def pair(self, inum: int) -> None:
+        """BPF pairs a held creation with its free."""
+        self.counters["young_paired"][self.slot(self.held.pop(inum))] += 1
+
+    def read_global_bytes(self, name: str) -> bytes:
+        return self.counters[name].tobytes()
 
     def close(self) -> None:  # as the BPF object it stands in for
         self.held.clear()
@@ -406,12 +415,15 @@ def test_creations_held_in_bpf_are_taken_back_when_due(monkeypatch: pytest.Monke
 
 
 def test_young_is_listed_only_once_something_can_be_due(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Listing ``young`` walks all its buckets: after a listing, drains list it again only when the oldest
-    creation it left becomes due (or HOLD_SECONDS after it, for creations made since), and then take
-    back what is due then, not later."""
+    """Listing ``young`` walks all its buckets: drains list it only when BPF's per-slot counters show a
+    slot whose creations are all due (the slot's latest period ended HOLD_SECONDS ago), no creation the
+    last listing left is due later, and SWEEP_GAP_SECONDS have passed since it; creations BPF paired are
+    never listed. What a listing finds due is taken back; catch_up takes all at once."""
     from nstrack.kernel import tracker as tracker_mod
 
     hold = int(tracker_mod.HOLD_SECONDS * 1e9)
+    gap = int(tracker_mod.SWEEP_GAP_SECONDS * 1e9)
+    step = hold // 20
     now = [10 * hold]
     t, _ring, _briefs, young = pairing_tracker(monkeypatch, now)
     listed = [0]
@@ -421,23 +433,36 @@ def test_young_is_listed_only_once_something_can_be_due(monkeypatch: pytest.Monk
         listed[0] += 1
         return lookup_all()
 
+    def certain(ts: int) -> int:  # when every creation of ts's slot period is due
+        return (((ts >> 28) + 1) << 28) + hold
+
     young.lookup_all = counting  # type: ignore[method-assign]
-    young.hold(raw(now[0] - hold // 2, 0, UTS, 8101))  # due in half a hold
-    assert t.drain() == [] and listed[0] == 1
-    young.hold(raw(now[0] + 1, 0, NET, 8102))  # made after that listing: due a hold after it, at the earliest
-    for step in range(4):  # drains before the first can be due: nothing listed
-        now[0] += hold // 10
-        assert t.drain() == [] and listed[0] == 1
-    now[0] += hold // 10  # the first is due now
-    assert [(c.kind, c.ns.inum) for c in t.drain()] == [("created", 8101)] and listed[0] == 2
-    assert t.deferred == 1 and set(young.held) == {8102}
-    now[0] += hold // 2 - 1  # the second not yet
-    assert t.drain() == [] and listed[0] == 2
-    now[0] += 2  # now it is
-    assert [(c.kind, c.ns.inum) for c in t.drain()] == [("created", 8102)] and listed[0] == 3
-    assert t.deferred == 0
-    young.hold(raw(now[0], 0, UTS, 8103))
-    assert [(c.kind, c.ns.inum) for c in t.catch_up()] == [("created", 8103)]  # catch_up takes all, at once
+    first = now[0] - hold // 2
+    young.hold(raw(first, 0, UTS, 8101))  # due in half a hold
+    while now[0] < certain(first):
+        assert t.drain() == [] and listed[0] == 0
+        now[0] += step
+    assert [(c.kind, c.ns.inum) for c in t.drain()] == [("created", 8101)] and listed[0] == 1
+    last = now[0]
+    second = last - hold + step // 2  # due just after that listing
+    third = last + 1  # made after it
+    young.hold(raw(second, 0, NET, 8102))
+    young.hold(raw(third, 0, UTS, 8103))
+    for ts, inum in ((second, 8102), (third, 8103)):
+        when = max(certain(ts), t._next_sweep)
+        assert when >= max(ts + hold, last + gap)
+        now[0] = when - 1
+        assert t.drain() == [] and t.deferred >= 1
+        now[0] = when
+        assert [(c.kind, c.ns.inum) for c in t.drain()] == [("created", inum)]
+        last = now[0]
+    assert listed[0] == 3 and t.deferred == 0
+    young.hold(raw(now[0], 0, UTS, 8104))
+    young.pair(8104)  # BPF pairs it with its free
+    now[0] += 10 * hold
+    assert t.drain() == [] and listed[0] == 3 and t.deferred == 0
+    young.hold(raw(now[0], 0, UTS, 8105))
+    assert [(c.kind, c.ns.inum) for c in t.catch_up()] == [("created", 8105)]  # catch_up takes all, at once
 
 
 @pytest.mark.parametrize("comms", [[b"churn"] * 4, [b"churn", b"ip", b"churn", b"runc"]], ids=["one-command", "mixed"])
