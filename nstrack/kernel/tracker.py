@@ -216,7 +216,6 @@ class Tracker:
         # (boot_ns) no creation held in `young` can be due before this: _sweep lists the map only then
         self._next_sweep = 0
         self._brief_ok = {(EV_CREATED, f) for f in TYPE_OF_FLAG}
-        self._brief_flags = frozenset(TYPE_OF_FLAG)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -415,7 +414,7 @@ class Tracker:
             return
         batch = BriefBatch(b"".join(parts))
         rows: Sequence[int] = range(len(batch))
-        if batch.kind.count(EV_CREATED) != len(batch) or not self._brief_flags.issuperset(batch.flag):
+        if batch.kind.count(EV_CREATED) != len(batch) or batch.flag_counts() is None:
             good_rows = [i for i in rows if (batch.kind[i], batch.flag[i]) in self._brief_ok]
             self.stats.bad_records += len(rows) - len(good_rows)
             rows = good_rows

@@ -401,7 +401,7 @@ class Replica:
             if self._brief_gen_waiting > _BRIEF_PENDING_MAX:
                 self._fold_brief_generations()
         made_flags = flags if whole else pick(flags, created)
-        per_type = Counter(made_flags)
+        per_type = Counter((whole and batch.flag_counts()) or made_flags)
         comm = batch.same_comm() if whole and 0 not in tgid else None
         if comm is not None:  # one command made them all (a churning workload): no comm column
             by_comm = Counter({(f, comm): k for f, k in per_type.items()})
