@@ -61,6 +61,8 @@ __u64 young_paired[YOUNG_SLOTS] = {};
 struct ns_event *unused_ns_event __attribute__((unused));
 struct ns_record *unused_ns_record __attribute__((unused));
 struct ns_brief *unused_ns_brief __attribute__((unused));
+struct brief_stats *unused_brief_stats __attribute__((unused));
+struct comm_key *unused_comm_key __attribute__((unused));
 struct task_record *unused_task_record __attribute__((unused));
 struct file_record *unused_file_record __attribute__((unused));
 
@@ -86,6 +88,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } brief_rb SEC(".maps");
+
+/*
+ * With pair_frees, the namespaces paired here are counted here (Python reads the totals at each drain
+ * instead of counting each record): per type, and per creator command and type (at most COMM_MAX pairs
+ * of them; a record whose command found no room says so in ns_brief.counted, and Python counts it).
+ */
+struct brief_stats brief_stats[NSTRACK_TYPES] = {};
+
+#define COMM_MAX 256
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, COMM_MAX);
+	__type(key, struct comm_key);
+	__type(value, __u64);
+} brief_comms SEC(".maps");
 
 /* Namespaces of a task as it entered unshare(2), keyed by pid_tgid. */
 struct ns_inums {
@@ -194,38 +211,106 @@ static __always_inline struct user_namespace *owner_of(struct ns_common *ns, __u
 	return NULL;
 }
 
+/* Index of a CLONE_NEW* flag in nstrack/model/nstypes.py's order, or -1. */
+static __always_inline int type_index(__u32 flag)
+{
+	switch (flag) {
+	case CLONE_NEWNET: return 0;
+	case CLONE_NEWNS: return 1;
+	case CLONE_NEWUTS: return 2;
+	case CLONE_NEWIPC: return 3;
+	case CLONE_NEWPID: return 4;
+	case CLONE_NEWUSER: return 5;
+	case CLONE_NEWCGROUP: return 6;
+	case CLONE_NEWTIME: return 7;
+	}
+	return -1;
+}
+
+/* Upper bounds of serve's lifetime histogram (nstrack/service.py LIFETIME_BUCKETS), in ns. */
+static const __u64 life_bounds[NSTRACK_LIFE_BOUNDS] = {
+	1000000000ULL, 10000000000ULL, 60000000000ULL, 300000000000ULL,
+	1800000000000ULL, 3600000000000ULL, 21600000000000ULL, 86400000000000ULL,
+};
+
 /*
- * With pair_frees, a free whose creation is still held in `young`: one ns_brief record, and 1. Else 0 (the
- * free goes to the ring as usual). The entry is copied before it is deleted, and only a successful delete
- * owns it: Python may have taken it meanwhile (then its free must reach the ring, after the creation).
+ * Count a paired namespace (type index t, made at `made`, freed at `end`, by `tgid`'s `comm`); returns
+ * NSTRACK_BRIEF_COMM if its creator is counted (or it has none), else 0.
+ */
+static __always_inline __u32 count_pair(int t, __u64 made, __u64 end, __u32 tgid, const char *comm)
+{
+	struct brief_stats *st;
+	struct comm_key k;
+	__u64 life = end > made ? end - made : 0, one = 1, *n;
+	__u32 b = NSTRACK_LIFE_BOUNDS;
+	int i;
+
+	if (t < 0 || t >= NSTRACK_TYPES)
+		return 0;
+	st = &brief_stats[t];
+	for (i = NSTRACK_LIFE_BOUNDS - 1; i >= 0; i--)
+		if (life <= life_bounds[i])
+			b = i;
+	__sync_fetch_and_add(&st->count, 1);
+	__sync_fetch_and_add(&st->life_sum_ns, life);
+	if (b <= NSTRACK_LIFE_BOUNDS)
+		__sync_fetch_and_add(&st->life[b], 1);
+	if (!tgid)
+		return NSTRACK_BRIEF_COMM; /* the kernel's own: no creator to count */
+	__builtin_memcpy(k.comm, comm, sizeof(k.comm));
+	k.type = t;
+	k.reserved = 0;
+	n = bpf_map_lookup_elem(&brief_comms, &k);
+	if (!n) {
+		if (bpf_map_update_elem(&brief_comms, &k, &one, BPF_NOEXIST) == 0)
+			return NSTRACK_BRIEF_COMM;
+		n = bpf_map_lookup_elem(&brief_comms, &k); /* another CPU added it meanwhile, or no room */
+		if (!n)
+			return 0;
+	}
+	__sync_fetch_and_add(n, 1);
+	return NSTRACK_BRIEF_COMM;
+}
+
+/*
+ * With pair_frees, a free whose creation is still held in `young`: counted, one ns_brief record, and 1.
+ * Else 0 (the free goes to the ring as usual). The entry is copied before it is deleted, and only a
+ * successful delete owns it: Python may have taken it meanwhile (then its free must reach the ring,
+ * after the creation).
  */
 static __always_inline int pair_free(__u32 inum)
 {
 	struct ns_event *c;
 	struct ns_brief *b;
+	__u64 end;
 
 	if (!pair_frees)
 		return 0;
 	c = bpf_map_lookup_elem(&young, &inum);
 	if (!c)
 		return 0;
+	end = bpf_ktime_get_boot_ns();
 	b = bpf_ringbuf_reserve(&brief_rb, sizeof(*b), 0);
 	if (!b) {
-		__u64 made = c->ts_ns; /* read before the delete: the entry may be reused after it */
+		struct ns_event ev;
 
+		__builtin_memcpy(&ev, c, sizeof(ev)); /* before the delete: the entry may be reused after it */
 		if (bpf_map_delete_elem(&young, &inum))
 			return 0;
-		/* the pair is lost: counted (Python rescans) */
-		__sync_fetch_and_add(&young_paired[YOUNG_SLOT(made)], 1);
+		/* counted, but its record is lost: counted as lost (Python rescans) */
+		count_pair(type_index(ev.ns_type), ev.ts_ns, end, ev.tgid, ev.comm);
+		__sync_fetch_and_add(&young_paired[YOUNG_SLOT(ev.ts_ns)], 1);
 		__sync_fetch_and_add(&lost_events, 1);
 		return 1;
 	}
 	__builtin_memcpy(&b->ev, c, sizeof(b->ev));
-	b->end_ns = bpf_ktime_get_boot_ns();
+	b->end_ns = end;
+	b->reserved = 0;
 	if (bpf_map_delete_elem(&young, &inum)) {
 		bpf_ringbuf_discard(b, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
+	b->counted = count_pair(type_index(b->ev.ns_type), b->ev.ts_ns, end, b->ev.tgid, b->ev.comm);
 	__sync_fetch_and_add(&young_paired[YOUNG_SLOT(b->ev.ts_ns)], 1);
 	bpf_ringbuf_submit(b, BPF_RB_NO_WAKEUP);
 	return 1;
@@ -270,8 +355,9 @@ static __always_inline void emit_owned(struct ns_common *ns, __u32 type, __u32 k
 		e.pid = (__u32)id;
 		e.tgid = id >> 32;
 		bpf_get_current_comm(e.comm, sizeof(e.comm));
-		/* pair_frees: held for its free; a full `young` sends it to the ring (no pairing, that is all) */
-		if (pair_frees && bpf_map_update_elem(&young, &e.inum, &e, BPF_NOEXIST) == 0) {
+		/* pair_frees: held for its free; a full `young` (or a type pairing cannot count) sends it to
+		 * the ring (no pairing, that is all) */
+		if (pair_frees && type_index(type) >= 0 && bpf_map_update_elem(&young, &e.inum, &e, BPF_NOEXIST) == 0) {
 			__sync_fetch_and_add(&young_in[YOUNG_SLOT(e.ts_ns)], 1);
 			return;
 		}

@@ -39,11 +39,35 @@ struct ns_event {
 };
 
 /* A namespace created and freed while its creation was held in `young` (serve in the event modes): its
- * creation record and when it was freed, into the `brief_rb` ring buffer. 80 bytes. */
+ * creation record and when it was freed, into the `brief_rb` ring buffer. 88 bytes. BPF has counted it
+ * (brief_stats, and its creator's command in brief_comms unless `counted` lacks NSTRACK_BRIEF_COMM). */
 struct ns_brief {
 	struct ns_event ev;
 	__u64 end_ns;      /* bpf_ktime_get_boot_ns() of the free */
+	__u32 counted;     /* NSTRACK_BRIEF_* */
+	__u32 reserved;
 };
+
+/* ns_brief.counted */
+#define NSTRACK_BRIEF_COMM 1 /* its creator's command is counted in brief_comms (or it has none: the kernel's) */
+
+/* Namespaces paired in BPF, per type: how many, and their lifetimes as serve's histogram counts them. */
+#define NSTRACK_LIFE_BOUNDS 8 /* finite upper bounds (seconds): 1 10 60 300 1800 3600 21600 86400 */
+struct brief_stats {
+	__u64 count;
+	__u64 life_sum_ns;
+	__u64 life[NSTRACK_LIFE_BOUNDS + 1]; /* by the first bound the lifetime is <= to; last: above them all */
+};
+
+/* Key of brief_comms: a creator's command and the type (index in NSTRACK_TYPE_*) it made. 24 bytes. */
+struct comm_key {
+	char comm[NSTRACK_COMM_LEN];
+	__u32 type;
+	__u32 reserved;
+};
+
+/* Type indexes (brief_stats[], comm_key.type): nstrack/model/nstypes.py's order. */
+#define NSTRACK_TYPES 8
 
 /* One namespace found by the in-kernel list walk, into the `scan_rb` ring buffer. 40 bytes. */
 struct ns_record {

@@ -52,6 +52,18 @@ class Lifetimes:
         self.counts[type_] += n
 
 
+    def add_counts(self, type_: str, counts: list[int], sum_ns: int) -> None:
+        """Lifetimes counted elsewhere (BPF): how many per bucket (not cumulative; one per bound of
+        LIFETIME_BUCKETS, the last for those above every finite bound) and their sum in ns."""
+        b = self.buckets.setdefault(type_, [0] * len(LIFETIME_BUCKETS))
+        total = 0
+        for i, k in enumerate(counts):
+            total += k
+            b[i] += total
+        self.sums[type_] += sum_ns / 1e9
+        self.counts[type_] += total
+
+
 class Service:
     def __init__(self, config: Config, findings: Findings) -> None:
         self.config = config
@@ -112,13 +124,20 @@ class Service:
     def _observe(self, changes: list[Change]) -> None:
         for c in changes:
             ns = c.ns
-            if c.kind == "destroyed" and ns.created_ns is not None and ns.destroyed_ns is not None:
+            # ("paired": BPF counted its lifetime, below)
+            if c.kind == "destroyed" and ns.created_ns is not None and ns.destroyed_ns is not None and c.via != "paired":
                 self.lifetimes.observe(ns.type, max(0.0, (ns.destroyed_ns - ns.created_ns) / 1e9))
-        brief = self.tracker.replica.brief_lives
+        replica = self.tracker.replica
+        brief = replica.brief_lives
         if brief:
-            self.tracker.replica.brief_lives = []
+            replica.brief_lives = []
             for type_, lives in brief:
                 self.lifetimes.observe_many(type_, lives)
+        counted = replica.brief_life_counts
+        if counted:
+            replica.brief_life_counts = []
+            for type_, buckets, sum_ns in counted:
+                self.lifetimes.add_counts(type_, buckets, sum_ns)
 
     def catch_up(self) -> None:
         """Bring the replica up to date before a read (creations may wait for a rescan: Tracker)."""

@@ -19,6 +19,7 @@ import select
 import struct
 import time
 from array import array
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
@@ -27,8 +28,8 @@ from operator import sub
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    EV_CREATED, EV_DESTROYED, EVENT, EVENT_ROW, SOURCES, TASK_SOURCES, TYPE_OF_FLAG, BriefBatch, EventBatch, NSRecord,
-    boot_ns, check_rows, events_of_rows,
+    BRIEF_COMM, BRIEF_STATS, COMM_KEY, EV_CREATED, EV_DESTROYED, EVENT, EVENT_ROW, SOURCES,
+    TASK_SOURCES, TYPE_OF_FLAG, BriefBatch, EventBatch, NSRecord, boot_ns, check_rows, comm_text, events_of_rows,
 )
 from ..model.replica import Change, Replica, pair_events, pair_keys, pick
 from . import hooks
@@ -57,6 +58,7 @@ SRC_FREE, SRC_TREE_REMOVE = (next(k for k, v in SOURCES.items() if v == name) fo
 # most; more go to the ring, where Python pairs them). 88 bytes of kernel memory each, preallocated.
 YOUNG_MAX = 16384
 YOUNG_KEY = struct.Struct("<I")  # `young`'s key: an inode number
+TYPE_INDEX = {flag: TYPE_NAMES.index(name) for flag, name in TYPE_OF_FLAG.items()}  # as BPF's type_index()
 # BPF counts the creations it holds in `young`, and those it pairs, per slot of their kernel time (bits
 # YOUNG_SLOT_SHIFT.. of it, modulo YOUNG_SLOTS; as bpf/nstrack.bpf.c): all a slot holds are due once its
 # latest period ended HOLD_SECONDS ago.
@@ -212,6 +214,12 @@ class Tracker:
         self._pairing = defer_events and event_mode and all("any" in a for a in self.plan.event_types.values())
         self._briefs: RingBuffer | None = None
         self._young: BPFMap | None = None
+        # BPF's counts of what it paired (brief_stats, brief_comms) as last taken, and what is to come off
+        # them (namespaces the replica knew, applied as events: _uncount_brief)
+        self._brief_comms: BPFMap | None = None
+        self._brief_stats_last = bytes(BRIEF_STATS.size * len(TYPE_NAMES))
+        self._brief_comms_last: dict[tuple[int, bytes], int] = {}
+        self._uncount: Counter[tuple] = Counter()
         self._young_taken = [0] * YOUNG_SLOTS  # creations Python took back from `young`, by slot
         # (boot_ns) no creation held in `young` can be due before this: _sweep lists the map only then
         self._next_sweep = 0
@@ -268,6 +276,7 @@ class Tracker:
             self._events = obj.ring_buffer("events")  # read with read_spans()
             if self._pairing:
                 self._briefs, self._young = obj.ring_buffer("brief_rb"), obj.map("young")
+                self._brief_comms = obj.map("brief_comms")
             for prog, target in self.plan.attach:
                 p = obj.program(prog)
                 p.attach_kprobe(target) if target else p.attach()
@@ -284,7 +293,7 @@ class Tracker:
         if self._obj is not None:
             self._obj.close()
             self._obj = None
-        self._events = self._briefs = self._young = None
+        self._events = self._briefs = self._young = self._brief_comms = None
 
     def __enter__(self) -> Tracker:
         return self
@@ -428,10 +437,68 @@ class Tracker:
                     r = batch.row(i)
                     free = SRC_TREE_REMOVE if SOURCES.get(r[10]) == "tree_add" else SRC_FREE
                     events += [r, (batch.end[i], r[1], 0, EV_DESTROYED, r[4], r[5], 0, 0, 0, 0, free, bytes(16))]
+                    self._uncount_brief(batch, i)
+                mark = len(changes)
                 self._apply_rows(events, changes)
-        self.replica.settle_brief(batch, rows)
+                # BPF has its lifetime (serve's histogram takes that): "paired", not "event"
+                changes[mark:] = [c._replace(via="paired") if c.kind == "destroyed" else c for c in changes[mark:]]
+        self.replica.settle_brief(batch, rows, counted=True)
         self.stats.events += 2 * len(rows)
         self.stats.brief += len(rows)
+
+    def _uncount_brief(self, batch: BriefBatch, i: int) -> None:
+        """Record ``i`` is applied as events (and counted by them): what BPF counted of it is taken off
+        its counts (``_take_brief_counts``), now or, if they already went to the replica, from the next."""
+        t = TYPE_INDEX[batch.flag[i]]
+        pending = self._uncount
+        pending[("n", t)] += 1  # (its lifetime stays: its change says "paired", and serve leaves it to BPF's)
+        if batch.tgid[i] and batch.counted[i] & BRIEF_COMM:
+            pending[("comm", t, batch.comm(i))] += 1
+
+    def _take_uncount(self, key: tuple, available: int) -> int:
+        pending = self._uncount
+        k = min(pending.get(key, 0), available)
+        if k:
+            pending[key] -= k
+            if not pending[key]:
+                del pending[key]
+        return k
+
+    def _take_brief_counts(self) -> None:
+        """What BPF counted of the namespaces it paired since the last drain (brief_stats, brief_comms),
+        into the replica (Replica.count_brief). Counts only grow: what ``_uncount_brief`` takes off
+        comes off what BPF adds."""
+        assert self._obj is not None and self._brief_comms is not None
+        raw = self._obj.read_global_bytes("brief_stats")
+        if raw == self._brief_stats_last:
+            return
+        now, last = array("Q", raw), array("Q", self._brief_stats_last)
+        self._brief_stats_last = raw
+        width, uncount = BRIEF_STATS.size // 8, self._take_uncount
+        per_type: dict[str, int] = {}
+        lives: list[tuple[str, list[int], int]] = []
+        for t, name in enumerate(TYPE_NAMES):
+            o = t * width
+            n = now[o] - last[o]
+            if not n:
+                continue
+            n -= uncount(("n", t), n)
+            if n:
+                per_type[name] = n
+            buckets = [now[o + 2 + b] - last[o + 2 + b] for b in range(width - 2)]
+            lives.append((name, buckets, now[o + 1] - last[o + 1]))
+        by_comm: dict[tuple[str, str], int] = {}
+        keys, values = self._brief_comms.lookup_all()
+        comms_last = self._brief_comms_last
+        for k, (total,) in zip(COMM_KEY.iter_unpack(keys), struct.iter_unpack("<Q", values)):
+            comm, t, _ = k
+            d = total - comms_last.get((t, comm), 0)
+            if d > 0:
+                comms_last[(t, comm)] = total
+                d -= uncount(("comm", t, comm), d)
+                if d:
+                    by_comm[(TYPE_NAMES[t], comm_text(comm))] = d
+        self.replica.count_brief(per_type, by_comm, lives)
 
     def _young_held_by_slot(self) -> list[int]:
         """Creations BPF holds in ``young`` now, per slot of their kernel time (from its counters in
@@ -523,6 +590,7 @@ class Tracker:
                 self._undefer(self._pending, hold=True)
             if self._briefs is not None:
                 self._take_briefs(self._pending)
+                self._take_brief_counts()
                 self._sweep(self._pending)
         out, self._pending = self._pending, []
         return out

@@ -166,15 +166,25 @@ class EventBatch:
         return None
 
 
-# A brief record as the ring buffer holds it (struct ns_brief: a creation record and when the namespace
-# was freed; the 8-byte record header first). Unpacks to EVENT tuples and the free's time.
-BRIEF_ROW = struct.Struct("<8x" + EVENT.format[1:] + "Q")
-assert BRIEF_ROW.size == 88
+# A brief record as the ring buffer holds it (struct ns_brief: a creation record, when the namespace was
+# freed, and what BPF counted of it; the 8-byte record header first). Unpacks to EVENT tuples, the free's
+# time, ``counted`` and a reserved word.
+BRIEF_ROW = struct.Struct("<8x" + EVENT.format[1:] + "QII")
+assert BRIEF_ROW.size == 96
+BRIEF_COMM = 1  # ns_brief.counted: BPF counted its creator's command (or it has none: the kernel's)
+
+# BPF's counts of the namespaces it paired, per type (struct brief_stats, in nstypes order): how many, the
+# sum of their lifetimes (ns), and how many per lifetime bucket (LIFE_BOUNDS_NS; the last: above them all).
+LIFE_BOUNDS_NS = (10**9, 10 * 10**9, 60 * 10**9, 300 * 10**9, 1800 * 10**9, 3600 * 10**9, 21600 * 10**9,
+                  86400 * 10**9)
+BRIEF_STATS = struct.Struct(f"<QQ{len(LIFE_BOUNDS_NS) + 1}Q")
+COMM_KEY = struct.Struct("<16sII")  # brief_comms' key (struct comm_key): command, type index, reserved
 
 
 class BriefBatch(EventBatch):
     """``brief_rb`` records (serve in the event modes: namespaces freed while their creation was held in
-    BPF) by column, as EventBatch, plus ``end``: when each was freed. ``row(i)`` is the creation."""
+    BPF) by column, as EventBatch, plus ``end``: when each was freed, and ``counted`` (BRIEF_*). ``row(i)``
+    is the creation."""
 
     STRIDE = BRIEF_ROW.size
 
@@ -183,15 +193,15 @@ class BriefBatch(EventBatch):
             raise RecordError(f"brief records: {len(data)} bytes is not a multiple of {self.STRIDE}")
         self.data = data
         w64, w32 = array("Q", data), array("I", data)
-        self.ts, self.ns_id, self.end = w64[1::11], w64[2::11], w64[10::11]
-        self.kind, self.flag, self.inum = w32[8::22], w32[9::22], w32[10::22]
-        self.tgid, self.src = w32[14::22], w32[15::22]
+        self.ts, self.ns_id, self.end = w64[1::12], w64[2::12], w64[10::12]
+        self.kind, self.flag, self.inum = w32[8::24], w32[9::24], w32[10::24]
+        self.tgid, self.src, self.counted = w32[14::24], w32[15::24], w32[22::24]
 
     def row(self, i: int) -> tuple:
-        return BRIEF_ROW.unpack_from(self.data, i * self.STRIDE)[:-1]
+        return BRIEF_ROW.unpack_from(self.data, i * self.STRIDE)[:-3]
 
     def rows(self) -> list[tuple]:
-        return [r[:-1] for r in BRIEF_ROW.iter_unpack(self.data)]
+        return [r[:-3] for r in BRIEF_ROW.iter_unpack(self.data)]
 
 
 def check_rows(rows: list[tuple]) -> tuple[list[tuple], int]:

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 from .nstypes import format_name
 from .records import (
-    EV_CREATED, TYPE_OF_FLAG, BriefBatch, Event, EventBatch, NSRecord, boot_ns, comm_text, events_of_rows,
+    BRIEF_COMM, EV_CREATED, TYPE_OF_FLAG, BriefBatch, Event, EventBatch, NSRecord, boot_ns, comm_text, events_of_rows,
 )
 
 Key = tuple[object, ...]
@@ -87,7 +87,7 @@ class Namespace:
 class Change(NamedTuple):
     kind: str  # "created" | "destroyed"
     ns: Namespace
-    via: str  # "event" or "rescan" (or "startup" for the initial scan)
+    via: str  # "event" or "rescan" (or "startup" for the initial scan; "paired": an event BPF counted too)
 
 
 @dataclass
@@ -144,6 +144,9 @@ class Replica:
         # statistics and takes them (serve)
         self.keep_brief_lives = False
         self.brief_lives: list[tuple[str, list[int]]] = []
+        # ... and those BPF counted (count_brief): (type, how many per lifetime bucket of LIFE_BOUNDS_NS, the
+        # last above them all; the sum of their lifetimes in ns)
+        self.brief_life_counts: list[tuple[str, list[int], int]] = []
 
     # ------------------------------------------------------------------ lookups
 
@@ -377,29 +380,67 @@ class Replica:
         if created:
             self._settle_dead(batch, created, list(pick(batch.ts, destroyed)))
 
-    def settle_brief(self, batch: BriefBatch, rows: Sequence[int] | None = None) -> None:
+    def settle_brief(self, batch: BriefBatch, rows: Sequence[int] | None = None, counted: bool = False) -> None:
         """As ``settle_pairs`` for namespaces paired in BPF (``brief_rb`` records: each a creation and
-        when it was freed): ``rows`` of ``batch``, or all of them."""
+        when it was freed): ``rows`` of ``batch``, or all of them. ``counted``: BPF counted them (by type,
+        lifetime, and creator where the record says so) and ``count_brief`` takes its counts: they are
+        only kept as tombstones (and their creators counted where BPF had no room for them)."""
         made: Sequence[int] = range(len(batch)) if rows is None else rows
-        if len(made) == len(batch):  # the common case, every record: the column as it is
-            self._settle_dead(batch, made, batch.end)
-        elif made:
-            self._settle_dead(batch, made, list(pick(batch.end, made)))
+        whole = len(made) == len(batch)  # the common case, every record: the columns as they are
+        died: Sequence[int] = batch.end if whole else list(pick(batch.end, made))
+        if not counted:
+            if made:
+                self._settle_dead(batch, made, died)
+            return
+        if not made:
+            return
+        self._brief_generation_keys(batch, made)
+        counted_col = batch.counted
+        if counted_col.count(BRIEF_COMM) != len(counted_col):  # creators BPF had no room for: counted here
+            tgid, flags = batch.tgid, batch.flag
+            comms = [(flags[i], batch.comm(i)) for i in made if tgid[i] and not counted_col[i] & BRIEF_COMM]
+            for (flag, c), k in Counter(comms).items():
+                self._count_creator(TYPE_OF_FLAG[flag], comm_text(c), k)
+        self._keep_brief(batch, made, died, "event")
+
+    def count_brief(self, per_type: dict[str, int], by_comm: dict[tuple[str, str], int],
+                    lives: list[tuple[str, list[int], int]]) -> None:
+        """Namespaces BPF paired and counted (the tracker reads its totals): ``per_type`` created and
+        destroyed, ``by_comm`` made per (type, creator command), and per type their lifetimes (how many
+        per bucket of LIFE_BOUNDS_NS, the last above them all; their sum in ns), given to
+        ``brief_life_counts`` if ``keep_brief_lives``. Their records come to ``settle_brief(counted=True)``."""
+        counters = self.counters
+        for t, k in per_type.items():
+            counters.created[t] += k
+            counters.destroyed[t] += k
+        for (t, comm), k in by_comm.items():
+            self._count_creator(t, comm, k)
+        if self.keep_brief_lives:
+            self.brief_life_counts += lives
+        if per_type or by_comm:
+            self.version += 1
+
+    def _brief_generation_keys(self, batch: EventBatch, created: Sequence[int]) -> None:
+        """Namespaces without ns_ids among ``created`` (never entered as alive): their generations wait
+        to be counted (``_brief_gen``)."""
+        ids = batch.ns_id
+        if 0 not in ids:
+            return
+        if len(created) == len(batch) and not any(ids):  # a kernel without ns_ids (before 6.18)
+            plain_flags, plain_inums = batch.flag, batch.inum
+        else:
+            plain = list(compress(created, map(not_, pick(ids, created))))
+            plain_flags, plain_inums = pick(batch.flag, plain), pick(batch.inum, plain)
+        self._brief_gen_pending.append((plain_flags, plain_inums))
+        self._brief_gen_waiting += len(plain_inums)
+        if self._brief_gen_waiting > _BRIEF_PENDING_MAX:
+            self._fold_brief_generations()
 
     def _settle_dead(self, batch: EventBatch, created: Sequence[int], died: Sequence[int]) -> None:
         flags, tgid, ts, ids = batch.flag, batch.tgid, batch.ts, batch.ns_id
         # every record of the batch (settle_brief's common case: rows in order): its columns as they are
         whole = len(created) == len(batch)
-        if 0 in ids:  # without ns_ids, entries are told apart by generation: these count as ones
-            if whole and not any(ids):  # a kernel without ns_ids (before 6.18)
-                plain_flags, plain_inums = flags, batch.inum
-            else:
-                plain = list(compress(created, map(not_, pick(ids, created))))
-                plain_flags, plain_inums = pick(flags, plain), pick(batch.inum, plain)
-            self._brief_gen_pending.append((plain_flags, plain_inums))
-            self._brief_gen_waiting += len(plain_inums)
-            if self._brief_gen_waiting > _BRIEF_PENDING_MAX:
-                self._fold_brief_generations()
+        self._brief_generation_keys(batch, created)
         made_flags = flags if whole else pick(flags, created)
         per_type = Counter((whole and batch.flag_counts()) or made_flags)
         comm = batch.same_comm() if whole and 0 not in tgid else None
@@ -433,6 +474,10 @@ class Replica:
                 self._count_creator(names[flag], comm_text(c), k)
         if self.keep_brief_lives:
             self.brief_lives += [(names[f], v) for f, v in lives.items() if v]
+        self._keep_brief(batch, rows, died, by)
+
+    def _keep_brief(self, batch: EventBatch, rows: Sequence[int], died: int | Sequence[int], by: str) -> None:
+        """Keep records ``rows`` of ``batch`` as tombstones (``brief``), the newest ``tombstone_max``."""
         brief = self.brief
         brief.append((batch, rows, died, by, died if isinstance(died, int) else max(died)))
         self._brief_count += len(rows)

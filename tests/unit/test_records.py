@@ -10,7 +10,7 @@ import pytest
 from nstrack.kernel.libbpf import struct_layout
 from nstrack.kernel.objects import bpf_object
 from nstrack.model.records import (
-    BRIEF_ROW, EVENT, FILE_RECORD, NS_RECORD, TASK_RECORD, RecordError, decode_event, decode_ns_record, decode_tasks,
+    BRIEF_ROW, BRIEF_STATS, COMM_KEY, EVENT, FILE_RECORD, NS_RECORD, TASK_RECORD, RecordError, decode_event, decode_ns_record, decode_tasks,
 )
 
 NET, USER = 0x40000000, 0x10000000
@@ -22,7 +22,9 @@ NET, USER = 0x40000000, 0x10000000
      ("ns_record", NS_RECORD, ("ns_id", 0), ("owner_ns_id", 32)),
      ("task_record", TASK_RECORD, ("pid", 0), ("nsproxy_id", 68)),
      ("file_record", FILE_RECORD, ("tgid", 0), ("owner_inum", 20)),
-     ("ns_brief", struct_mod.Struct(BRIEF_ROW.format.replace("<8x", "<")), ("ev", 0), ("end_ns", 72))],
+     ("ns_brief", struct_mod.Struct(BRIEF_ROW.format.replace("<8x", "<")), ("ev", 0), ("reserved", 84)),
+     ("brief_stats", BRIEF_STATS, ("count", 0), ("life", 16)),
+     ("comm_key", COMM_KEY, ("comm", 0), ("reserved", 20))],
 )
 def test_layouts_match_the_compiled_object(struct: str, fmt: object, first: tuple[str, int], last: tuple[str, int]) -> None:
     size, members = struct_layout(bpf_object("nstrack"), struct)
@@ -80,3 +82,31 @@ def test_young_slot_counters_match_the_compiled_object() -> None:
     from nstrack.kernel.tracker import YOUNG_SLOT_SHIFT
 
     assert f"#define YOUNG_SLOTS {YOUNG_SLOTS}\n" in source and f"#define YOUNG_SLOT_SHIFT {YOUNG_SLOT_SHIFT} " in source
+
+
+def test_lifetime_bounds_are_those_of_bpf_and_serve() -> None:
+    """BPF counts lifetimes in the buckets serve's histogram has (LIFE_BOUNDS_NS: its finite bounds)."""
+    import re
+
+    from nstrack.model.records import LIFE_BOUNDS_NS
+    from nstrack.service import LIFETIME_BUCKETS
+
+    source = (Path(__file__).parents[2] / "bpf" / "nstrack.bpf.c").read_text()
+    table = re.search(r"life_bounds\[NSTRACK_LIFE_BOUNDS\] = \{([^}]*)\}", source)
+    assert table is not None
+    assert tuple(int(x.strip().rstrip("ULL")) for x in table.group(1).split(",") if x.strip()) == LIFE_BOUNDS_NS
+    assert tuple(b * 10**9 for b in LIFETIME_BUCKETS[:-1]) == LIFE_BOUNDS_NS and LIFETIME_BUCKETS[-1] == float("inf")
+    assert "#define NSTRACK_LIFE_BOUNDS 8 " in (Path(__file__).parents[2] / "bpf" / "nstrack.h").read_text()
+
+
+def test_bpf_type_indexes_are_the_python_order() -> None:
+    """brief_stats and brief_comms are indexed by type in nstypes' order (type_index in the BPF source)."""
+    import re
+
+    from nstrack.model.nstypes import TYPE_NAMES
+
+    source = (Path(__file__).parents[2] / "bpf" / "nstrack.bpf.c").read_text()
+    cases = dict(re.findall(r"case CLONE_NEW(\w+): return (\d);", source))
+    names = {"NET": "net", "NS": "mnt", "UTS": "uts", "IPC": "ipc", "PID": "pid", "USER": "user", "CGROUP": "cgroup",
+             "TIME": "time"}
+    assert {names[k]: int(v) for k, v in cases.items()} == {t: i for i, t in enumerate(TYPE_NAMES)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from bisect import bisect_left
 
 import pytest
 
@@ -135,6 +136,23 @@ def test_brief_lifetimes_match_observing_each() -> None:
     assert many.sums.keys() == one.sums.keys()
     assert all(abs(many.sums[t] - one.sums[t]) < 1e-6 for t in one.sums)
     assert len(next(iter(many.buckets.values()))) == len(LIFETIME_BUCKETS)
+
+
+def test_lifetimes_counted_in_bpf_match_observing_each() -> None:
+    """Per-bucket counts as BPF's count_pair makes them (the first bound a lifetime is <= to) give
+    serve's histogram what observing each lifetime gives."""
+    from nstrack.model.records import LIFE_BOUNDS_NS
+
+    lives = [0, 5, 10**9, 10**9 + 1, 59 * 10**9, 60 * 10**9, 7200 * 10**9, 86400 * 10**9, 86401 * 10**9]
+    one, counted = Lifetimes(), Lifetimes()
+    buckets = [0] * (len(LIFE_BOUNDS_NS) + 1)
+    for x in lives:
+        one.observe("net", x / 1e9)
+        buckets[bisect_left(LIFE_BOUNDS_NS, x)] += 1
+    assert buckets == [3, 1, 2, 0, 0, 0, 1, 1, 1]
+    counted.add_counts("net", buckets, sum(lives))
+    assert counted.buckets == one.buckets and counted.counts == one.counts
+    assert abs(counted.sums["net"] - one.sums["net"]) < 1e-6
 
 
 def test_brief_lifetimes_are_kept_only_when_asked() -> None:
@@ -323,6 +341,9 @@ class FakeYoung:
         # BPF's per-slot counters (young_in, young_paired: by bits 28.. of the creation's kernel time)
         self.counters = {"young_in": array("Q", [0] * 16), "young_paired": array("Q", [0] * 16)}
         self.paired_meanwhile: set[int] = set()
+        self.counters["brief_stats"] = array("Q", [0] * (11 * 8))  # struct brief_stats per type
+        self.comms: dict[tuple[int, bytes], int] = {}  # brief_comms: (type index, command) -> count
+        self.comm_room = 256
 
     @staticmethod
     def slot(rec: bytes) -> int:
@@ -342,9 +363,31 @@ class FakeYoung:
             return False
         return self.held.pop(inum, None) is not None
 
-    def pair(self, inum: int) -> None:
-        """BPF pairs a held creation with its free."""
-        self.counters["young_paired"][self.slot(self.held.pop(inum))] += 1
+    def pair(self, inum: int, end: int | None = None) -> bytes:
+        """BPF pairs a held creation with its free (at ``end``): counts it, and returns its brief_rb record."""
+        rec = self.held.pop(inum)
+        self.counters["young_paired"][self.slot(rec)] += 1
+        return self.count_pair(rec, EVENT.unpack(rec)[0] if end is None else end)
+
+    def count_pair(self, created: bytes, end: int) -> bytes:
+        """As BPF's count_pair: a creation (EVENT record) freed at ``end`` counted in brief_stats, and its
+        creator in brief_comms while there is room; returns its brief_rb record."""
+        from nstrack.kernel.tracker import TYPE_INDEX
+        from nstrack.model.records import BRIEF_COMM, BRIEF_STATS, LIFE_BOUNDS_NS
+
+        ts, _id, _cg, _kind, flag, _inum, _o, _p, _pid, tgid, _src, comm = EVENT.unpack(created)
+        t, life = TYPE_INDEX[flag], max(0, end - ts)
+        stats, o = self.counters["brief_stats"], TYPE_INDEX[flag] * (BRIEF_STATS.size // 8)
+        stats[o] += 1
+        stats[o + 1] += life
+        stats[o + 2 + bisect_left(LIFE_BOUNDS_NS, life)] += 1
+        counted = BRIEF_COMM
+        if tgid:
+            if (t, comm) in self.comms or len(self.comms) < self.comm_room:
+                self.comms[(t, comm)] = self.comms.get((t, comm), 0) + 1
+            else:
+                counted = 0
+        return brief_raw(created, end, counted)
 
     def read_global_bytes(self, name: str) -> bytes:
         return self.counters[name].tobytes()
@@ -353,8 +396,22 @@ class FakeYoung:
         self.held.clear()
 
 
-def brief_raw(created: bytes, end: int) -> bytes:
-    return struct.pack("<II", 80, 0) + created + struct.pack("<Q", end)
+class FakeCommMap:
+    """Stands in for BPF's ``brief_comms`` map (listed by the tracker)."""
+
+    def __init__(self, young: FakeYoung) -> None:
+        self.young = young
+
+    def lookup_all(self) -> tuple[bytes, bytes]:
+        from nstrack.model.records import COMM_KEY
+
+        items = list(self.young.comms.items())
+        return (b"".join(COMM_KEY.pack(c, t, 0) for (t, c), _ in items),
+                b"".join(struct.pack("<Q", n) for _, n in items))
+
+
+def brief_raw(created: bytes, end: int, counted: int = 0) -> bytes:
+    return struct.pack("<II", 88, 0) + created + struct.pack("<QII", end, counted, 0)
 
 
 def pairing_tracker(monkeypatch: pytest.MonkeyPatch, now: list[int]) -> tuple[object, FakeRing, FakeRing, FakeYoung]:
@@ -365,30 +422,55 @@ def pairing_tracker(monkeypatch: pytest.MonkeyPatch, now: list[int]) -> tuple[ob
     assert t._pairing  # serve in an event mode pairs in BPF
     briefs, young = FakeRing(), FakeYoung()
     t._briefs, t._young, t._obj = briefs, young, young  # type: ignore[assignment]
+    t._brief_comms = FakeCommMap(young)  # type: ignore[assignment]
     return t, ring, briefs, young
 
 
 def test_pairs_made_in_bpf_are_counted_and_kept_as_tombstones(monkeypatch: pytest.MonkeyPatch) -> None:
-    """brief_rb records (a creation and when it was freed) count as created and destroyed, keep their
-    creator and lifetime, and are never alive; one whose namespace a scan had found is removed."""
+    """brief_rb records (a creation and when it was freed) are counted by BPF (the tracker takes its
+    totals: created and destroyed, creators, lifetimes), kept as tombstones with their creator and
+    lifetime, and never alive. One whose namespace a scan had found is applied as events, and what BPF
+    counted of it comes off BPF's counts (from later ones if they went to the replica already)."""
     now = [10**9]
-    t, _ring, briefs, _young = pairing_tracker(monkeypatch, now)
+    t, _ring, briefs, young = pairing_tracker(monkeypatch, now)
     t.replica.keep_brief_lives = True
-    t.replica.reconcile([NSRecord("net", 7002, None, 0, 0, None)], 0, startup=True)  # found by a scan
-    before = dict(t.replica.counters.created)
-    briefs.spans = [brief_raw(raw(100, 0, UTS, 7001, comm=b"ip"), 350) + brief_raw(raw(200, 0, NET, 7002), 260)
-                    + brief_raw(raw(300, 0, UTS, 7003, tgid=0), 900)]
+    t.replica.reconcile([NSRecord("net", 7002, None, 0, 0, None), NSRecord("uts", 7010, None, 0, 0, None)], 0,
+                        startup=True)  # found by a scan
+    counters = t.replica.counters
+    briefs.spans = [young.count_pair(raw(100, 0, UTS, 7001, comm=b"ip"), 350) + young.count_pair(raw(200, 0, NET, 7002), 260)
+                    + young.count_pair(raw(300, 0, UTS, 7003, tgid=0), 900)]
     changes = t.drain()
     assert [(c.kind, c.ns.inum) for c in changes] == [("destroyed", 7002)]  # the one the replica knew
     assert t.replica.find_alive("net", 7002) is None and t.replica.alive_inums().isdisjoint({7001, 7003})
-    assert t.replica.counters.created["uts"] - before.get("uts", 0) == 2
-    assert t.replica.counters.destroyed["uts"] == 2 and t.stats.brief == 2 and t.stats.events == 6
-    assert t.replica.counters.by_comm.get(("uts", "ip")) == 1 and ("uts", "churn") not in t.replica.counters.by_comm
+    assert counters.created == {"uts": 2} and counters.destroyed == {"uts": 2, "net": 1}
+    assert t.stats.brief == 2 and t.stats.events == 6
+    assert counters.by_comm == {("uts", "ip"): 1}  # the kernel's own (tgid 0) has no creator to count
     dead = t.replica.lookup("uts", 7001)
     assert len(dead) == 1 and not dead[0].alive and dead[0].creator.comm == "ip"
     assert (dead[0].created_ns, dead[0].destroyed_ns) == (100, 350)
-    assert sorted(x for _, lives in t.replica.brief_lives for x in lives) == [250, 600]
+    assert t.replica.brief_life_counts == [("net", [1] + [0] * 8, 60), ("uts", [2] + [0] * 8, 250 + 600)]
+    assert [c.via for c in changes] == ["paired"]  # its lifetime is BPF's (serve leaves it to that)
     assert t.deferred == 0
+
+    # BPF counts 7010 before its record reaches the ring: its counts go to the replica first, then the
+    # record comes, is applied as events, and what BPF counted of it comes off the next pair's counts
+    late = young.count_pair(raw(400, 0, UTS, 7010), 11 * 10**9)  # lived 11 s: the third bucket
+    assert t.drain() == [] and counters.created == {"uts": 3} and counters.destroyed == {"uts": 3, "net": 1}
+    briefs.spans = [late]
+    assert [(c.kind, c.ns.inum, c.via) for c in t.drain()] == [("destroyed", 7010, "paired")]
+    assert counters.created == {"uts": 3} and counters.destroyed == {"uts": 4, "net": 1}  # ahead by one, for now
+    young.comm_room = len(young.comms)  # no room left for another command: counted from the record
+    briefs.spans = [young.count_pair(raw(500, 0, UTS, 7011, comm=b"runc"), 600)]
+    t.drain()
+    assert counters.created == {"uts": 3} and counters.destroyed == {"uts": 4, "net": 1}  # 7010's taken off 7011's
+    assert counters.by_comm == {("uts", "ip"): 1, ("uts", "churn"): 1, ("uts", "runc"): 1}
+    briefs.spans = [young.count_pair(raw(600, 0, UTS, 7012), 700)]
+    t.drain()
+    assert counters.created == {"uts": 4} and counters.destroyed == {"uts": 5, "net": 1}  # as applying each event
+    assert counters.by_comm == {("uts", "ip"): 1, ("uts", "churn"): 1, ("uts", "runc"): 1}
+    # lifetimes: BPF's, each once (7010's change says "paired": serve leaves its lifetime to BPF's)
+    assert t.replica.brief_life_counts[2:] == [("uts", [0, 0, 1] + [0] * 6, 11 * 10**9 - 400),
+                                               ("uts", [1] + [0] * 8, 100), ("uts", [1] + [0] * 8, 100)]
 
 
 def test_creations_held_in_bpf_are_taken_back_when_due(monkeypatch: pytest.MonkeyPatch) -> None:
