@@ -58,6 +58,9 @@ SRC_FREE, SRC_TREE_REMOVE = (next(k for k, v in SOURCES.items() if v == name) fo
 # most; more go to the ring, where Python pairs them). 88 bytes of kernel memory each, preallocated.
 YOUNG_MAX = 16384
 YOUNG_KEY = struct.Struct("<I")  # `young`'s key: an inode number
+# BPF's counts of what it paired (brief_stats, brief_comms: a listing, a system call) are taken this often,
+# and whenever serve catches up (before scrapes and requests)
+COUNTS_SECONDS = 1.0
 TYPE_INDEX = {flag: TYPE_NAMES.index(name) for flag, name in TYPE_OF_FLAG.items()}  # as BPF's type_index()
 # BPF counts the creations it holds in `young`, and those it pairs, per slot of their kernel time (bits
 # YOUNG_SLOT_SHIFT.. of it, modulo YOUNG_SLOTS; as bpf/nstrack.bpf.c): all a slot holds are due once its
@@ -220,6 +223,7 @@ class Tracker:
         self._brief_stats_last = bytes(BRIEF_STATS.size * len(TYPE_NAMES))
         self._brief_comms_last: dict[tuple[int, bytes], int] = {}
         self._uncount: Counter[tuple] = Counter()
+        self._next_counts = 0.0  # (monotonic) when BPF's counts are taken next (_take_brief_counts)
         self._young_taken = [0] * YOUNG_SLOTS  # creations Python took back from `young`, by slot
         # (boot_ns) no creation held in `young` can be due before this: _sweep lists the map only then
         self._next_sweep = 0
@@ -423,7 +427,8 @@ class Tracker:
             return
         batch = BriefBatch(b"".join(parts))
         rows: Sequence[int] = range(len(batch))
-        if batch.kind.count(EV_CREATED) != len(batch) or batch.flag_counts() is None:
+        # (their types: BPF pairs only the eight it knows; a tombstone is decoded, and checked, when asked for)
+        if batch.kind.count(EV_CREATED) != len(batch):
             good_rows = [i for i in rows if (batch.kind[i], batch.flag[i]) in self._brief_ok]
             self.stats.bad_records += len(rows) - len(good_rows)
             rows = good_rows
@@ -449,7 +454,9 @@ class Tracker:
     def _uncount_brief(self, batch: BriefBatch, i: int) -> None:
         """Record ``i`` is applied as events (and counted by them): what BPF counted of it is taken off
         its counts (``_take_brief_counts``), now or, if they already went to the replica, from the next."""
-        t = TYPE_INDEX[batch.flag[i]]
+        t = TYPE_INDEX.get(batch.flag[i])
+        if t is None:  # not a type BPF pairs (nor counts)
+            return
         pending = self._uncount
         pending[("n", t)] += 1  # (its lifetime stays: its change says "paired", and serve leaves it to BPF's)
         if batch.tgid[i] and batch.counted[i] & BRIEF_COMM:
@@ -464,31 +471,32 @@ class Tracker:
                 del pending[key]
         return k
 
-    def _take_brief_counts(self) -> None:
-        """What BPF counted of the namespaces it paired since the last drain (brief_stats, brief_comms),
-        into the replica (Replica.count_brief). Counts only grow: what ``_uncount_brief`` takes off
-        comes off what BPF adds."""
+    def _take_brief_counts(self, now: bool = False) -> None:
+        """What BPF counted of the namespaces it paired (brief_stats, brief_comms) since it was last
+        taken, into the replica (Replica.count_brief): once ``COUNTS_SECONDS`` have passed, or ``now``.
+        Counts only grow: what ``_uncount_brief`` takes off comes off what BPF adds."""
         assert self._obj is not None and self._brief_comms is not None
+        clock = time.monotonic()
+        if not now and clock < self._next_counts:
+            return
+        self._next_counts = clock + COUNTS_SECONDS
         raw = self._obj.read_global_bytes("brief_stats")
         if raw == self._brief_stats_last:
             return
-        now, last = array("Q", raw), array("Q", self._brief_stats_last)
+        delta = list(map(sub, array("Q", raw), array("Q", self._brief_stats_last)))
         self._brief_stats_last = raw
-        width, uncount = BRIEF_STATS.size // 8, self._take_uncount
+        uncount, width = self._take_uncount, BRIEF_STATS.size // 8
         per_type: dict[str, int] = {}
         lives: list[tuple[str, list[int], int]] = []
         for t, name in enumerate(TYPE_NAMES):
-            o = t * width
-            n = now[o] - last[o]
-            if not n:
-                continue
-            n -= uncount(("n", t), n)
-            if n:
-                per_type[name] = n
-            buckets = [now[o + 2 + b] - last[o + 2 + b] for b in range(width - 2)]
-            lives.append((name, buckets, now[o + 1] - last[o + 1]))
+            row = delta[t * width : (t + 1) * width]
+            if row[0]:
+                n = row[0] - uncount(("n", t), row[0]) if self._uncount else row[0]
+                if n:
+                    per_type[name] = n
+                lives.append((name, row[2:], row[1]))
         by_comm: dict[tuple[str, str], int] = {}
-        keys, values = self._brief_comms.lookup_all()
+        keys, values = self._brief_comms.lookup_all()  # (BPF counts a pair's command after its type)
         comms_last = self._brief_comms_last
         for k, (total,) in zip(COMM_KEY.iter_unpack(keys), struct.iter_unpack("<Q", values)):
             comm, t, _ = k
@@ -577,6 +585,7 @@ class Tracker:
                 changes += self.rescan()
         if self._young is not None:
             self._sweep(changes, everything=True)
+            self._take_brief_counts(now=True)
         return changes
 
     def drain(self) -> list[Change]:

@@ -493,8 +493,10 @@ class Replica:
             for k in range(len(rows) - 1, -1, -1):
                 if left <= 0:
                     return
-                left -= 1
-                yield batch.row(rows[k]), died if isinstance(died, int) else died[k], by
+                row = batch.row(rows[k])
+                if row[3] == EV_CREATED and row[4] in TYPE_OF_FLAG:  # (records BPF wrote: checked only here)
+                    left -= 1
+                    yield row, died if isinstance(died, int) else died[k], by
 
     def _brief_namespace(self, row: tuple, destroyed_ns: int, by: str) -> Namespace:
         ev = events_of_rows([row])[0]

@@ -175,6 +175,8 @@ def test_deferred_creations_of_short_lived_namespaces(mode: str | None) -> None:
         tracker.start()
         deferring = tracker.mode == "tracepoint" and tracker.scanner is not None and tracker.scanner.has_lists
         created, destroyed = tracker.replica.counters.created["uts"], tracker.replica.counters.destroyed["uts"]
+        by_comm = dict(tracker.replica.counters.by_comm)
+        tracker.replica.keep_brief_lives = True  # as serve, for its lifetime histogram
         churn = (
             "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
             "for _ in range(300):\n    assert libc.unshare(0x04000000) == 0\n"
@@ -192,6 +194,10 @@ def test_deferred_creations_of_short_lived_namespaces(mode: str | None) -> None:
             assert tracker.stats.brief == 300, "none of them was alive at the rescan"
         elif tracker.pairs_in_bpf:  # serve in the event modes; uts namespaces are freed at their last put
             assert tracker.stats.brief == 300, "each creation held in BPF until its free, paired there"
+            # and counted there: their lifetimes (each well under a second: the first bucket) included
+            lives = [(b, total) for t, b, total in tracker.replica.brief_life_counts if t == "uts"]
+            assert [sum(col) for col in zip(*(b for b, _ in lives))] == [300] + [0] * 8, lives
+            assert 0 < sum(total for _, total in lives) < 300 * 10**9
         else:  # frees from events (fentry, kprobe), or a rescan of what holds namespaces
             tracker.rescan(heal=True)
         assert tracker.stats.lost_events == 0
@@ -202,6 +208,8 @@ def test_deferred_creations_of_short_lived_namespaces(mode: str | None) -> None:
             seen = [n for n in tracker.replica.lookup("uts", inum) if n.creator and n.creator.tgid == child.pid]
             assert seen and not any(n.alive for n in seen), (inum, seen)
             assert all(n.destroyed_ns and n.created_ns and n.destroyed_ns >= n.created_ns for n in seen)
+        comm = seen[0].creator.comm  # (counted per creator command: by BPF where it pairs them)
+        assert tracker.replica.counters.by_comm[("uts", comm)] - by_comm.get(("uts", comm), 0) == 300
 
 
 @pytest.mark.parametrize("defer", [False, True], ids=["watch", "serve"])

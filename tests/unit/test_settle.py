@@ -431,8 +431,15 @@ def test_pairs_made_in_bpf_are_counted_and_kept_as_tombstones(monkeypatch: pytes
     totals: created and destroyed, creators, lifetimes), kept as tombstones with their creator and
     lifetime, and never alive. One whose namespace a scan had found is applied as events, and what BPF
     counted of it comes off BPF's counts (from later ones if they went to the replica already)."""
+    from types import SimpleNamespace
+
+    from nstrack.kernel import tracker as tracker_mod
+
     now = [10**9]
     t, _ring, briefs, young = pairing_tracker(monkeypatch, now)
+    clock = [100.0]  # drains take BPF's counts once COUNTS_SECONDS have passed; catch_up always
+    monkeypatch.setattr(tracker_mod, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    step = tracker_mod.COUNTS_SECONDS
     t.replica.keep_brief_lives = True
     t.replica.reconcile([NSRecord("net", 7002, None, 0, 0, None), NSRecord("uts", 7010, None, 0, 0, None)], 0,
                         startup=True)  # found by a scan
@@ -455,17 +462,22 @@ def test_pairs_made_in_bpf_are_counted_and_kept_as_tombstones(monkeypatch: pytes
     # BPF counts 7010 before its record reaches the ring: its counts go to the replica first, then the
     # record comes, is applied as events, and what BPF counted of it comes off the next pair's counts
     late = young.count_pair(raw(400, 0, UTS, 7010), 11 * 10**9)  # lived 11 s: the third bucket
+    clock[0] += step / 2
+    assert t.drain() == [] and counters.created == {"uts": 2}  # not yet taken
+    clock[0] += step / 2
     assert t.drain() == [] and counters.created == {"uts": 3} and counters.destroyed == {"uts": 3, "net": 1}
     briefs.spans = [late]
+    clock[0] += step
     assert [(c.kind, c.ns.inum, c.via) for c in t.drain()] == [("destroyed", 7010, "paired")]
     assert counters.created == {"uts": 3} and counters.destroyed == {"uts": 4, "net": 1}  # ahead by one, for now
     young.comm_room = len(young.comms)  # no room left for another command: counted from the record
     briefs.spans = [young.count_pair(raw(500, 0, UTS, 7011, comm=b"runc"), 600)]
-    t.drain()
+    t.catch_up()
     assert counters.created == {"uts": 3} and counters.destroyed == {"uts": 4, "net": 1}  # 7010's taken off 7011's
+    # runc: BPF had no room for it, counted from its record; churn: 7010's, ahead by one for now
     assert counters.by_comm == {("uts", "ip"): 1, ("uts", "churn"): 1, ("uts", "runc"): 1}
     briefs.spans = [young.count_pair(raw(600, 0, UTS, 7012), 700)]
-    t.drain()
+    t.catch_up()
     assert counters.created == {"uts": 4} and counters.destroyed == {"uts": 5, "net": 1}  # as applying each event
     assert counters.by_comm == {("uts", "ip"): 1, ("uts", "churn"): 1, ("uts", "runc"): 1}
     # lifetimes: BPF's, each once (7010's change says "paired": serve leaves its lifetime to BPF's)
