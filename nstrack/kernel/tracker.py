@@ -28,8 +28,8 @@ from operator import sub
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    BRIEF_COMM, BRIEF_STATS, COMM_KEY, EV_CREATED, EV_DESTROYED, EVENT, EVENT_ROW, SOURCES,
-    TASK_SOURCES, TYPE_OF_FLAG, BriefBatch, EventBatch, NSRecord, boot_ns, check_rows, comm_text, events_of_rows,
+    BRIEF_COMM, BRIEF_STATS, COMM_KEY, EV_CREATED, EV_DESTROYED, EVENT, EVENT_ROW, SOURCES, TASK_SOURCES,
+    TYPE_OF_FLAG, BriefBatch, EventBatch, NSRecord, boot_ns, check_rows, comm_text, events_of_rows,
 )
 from ..model.replica import Change, Replica, pair_events, pair_keys, pick
 from . import hooks

@@ -5,7 +5,9 @@ no kernel access, so it is unit-tested without privileges.
 
 Identity: the kernel's ``ns_id`` where it has one (6.18+, never reused). Otherwise ``(type, inum)``
 plus a generation: inode numbers are reused within seconds, and a namespace created with an inum that
-an earlier, now dead, namespace had is a different namespace with the next generation.
+an earlier, now dead, namespace had is a different namespace with the next generation. Generations
+count the namespaces entered as alive with that type and inode number; those only counted (``brief``,
+below: never alive in the replica) are not, and their tombstones have generation 0.
 
 Rules:
 - ``created`` for a namespace already alive with the same ns_id is a duplicate (ignored, counted).
@@ -31,7 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import itemgetter, not_, sub
+from operator import itemgetter, sub
 from typing import NamedTuple
 
 from .nstypes import format_name
@@ -107,8 +109,6 @@ class Counters:
 _new = tuple.__new__  # a NamedTuple built without its Python-level __new__ (hot paths)
 
 CREATOR_COMMS = 50
-_BRIEF_PENDING_MAX = 1 << 16  # brief records whose generations wait to be counted (see Replica._brief_gen)
-FLAG_OF_TYPE = {name: flag for flag, name in TYPE_OF_FLAG.items()}
 OTHER_COMM = "(other)"
 
 
@@ -120,12 +120,6 @@ class Replica:
         self._by_any_inum: dict[int, Key] = {}
         self.tombstones: OrderedDict[Key, Namespace] = OrderedDict()
         self._generation: dict[tuple[str, int], int] = {}  # entered as alive, by (type, inum)
-        # namespaces without ns_ids never entered as alive (brief), by (type flag, inum): added to the
-        # generation of the next one entered with that key. Counted from their columns (at C speed) only
-        # when a generation is asked for, or when _BRIEF_PENDING_MAX records wait.
-        self._brief_gen: Counter[tuple[int, int]] = Counter()
-        self._brief_gen_pending: list[tuple[Sequence[int], Sequence[int]]] = []
-        self._brief_gen_waiting = 0
         self.tombstone_seconds = tombstone_seconds
         self.tombstone_max = tombstone_max
         self.counters = Counters()
@@ -236,21 +230,7 @@ class Replica:
     def _next_generation(self, type_: str, inum: int) -> int:
         g = self._generation.get((type_, inum), 0) + 1
         self._generation[(type_, inum)] = g
-        return g + self._brief_generations(type_, inum)
-
-    def _brief_generations(self, type_: str, inum: int) -> int:
-        """How many namespaces without an ns_id had this type and inode number and were only counted."""
-        if self._brief_gen_pending:
-            self._fold_brief_generations()
-        elif not self._brief_gen:
-            return 0
-        return self._brief_gen.get((FLAG_OF_TYPE[type_], inum), 0)
-
-    def _fold_brief_generations(self) -> None:
-        update = self._brief_gen.update
-        for flags, inums in self._brief_gen_pending:
-            update(zip(flags, inums))
-        self._brief_gen_pending, self._brief_gen_waiting = [], 0
+        return g
 
     def apply(self, ev: Event) -> list[Change]:
         """Apply one lifecycle event; returns what changed (empty for duplicates and unknowns)."""
@@ -290,8 +270,6 @@ class Replica:
             changes.append(_new(Change, ("destroyed", cur, "superseded")))
         generation = self._generation.get(tkey, 0) + 1
         self._generation[tkey] = generation
-        if self._brief_gen_pending or self._brief_gen:
-            generation += self._brief_generations(type_, inum)
         ns = Namespace(type_, inum, ns_id, generation, ev.owner_inum, ev.parent_inum, ts, ts, creator, ev.source)
         # _insert, written out
         self.version += 1
@@ -394,7 +372,6 @@ class Replica:
             return
         if not made:
             return
-        self._brief_generation_keys(batch, made)
         counted_col = batch.counted
         if counted_col.count(BRIEF_COMM) != len(counted_col):  # creators BPF had no room for: counted here
             tgid, flags = batch.tgid, batch.flag
@@ -420,27 +397,10 @@ class Replica:
         if per_type or by_comm:
             self.version += 1
 
-    def _brief_generation_keys(self, batch: EventBatch, created: Sequence[int]) -> None:
-        """Namespaces without ns_ids among ``created`` (never entered as alive): their generations wait
-        to be counted (``_brief_gen``)."""
-        ids = batch.ns_id
-        if 0 not in ids:
-            return
-        if len(created) == len(batch) and not any(ids):  # a kernel without ns_ids (before 6.18)
-            plain_flags, plain_inums = batch.flag, batch.inum
-        else:
-            plain = list(compress(created, map(not_, pick(ids, created))))
-            plain_flags, plain_inums = pick(batch.flag, plain), pick(batch.inum, plain)
-        self._brief_gen_pending.append((plain_flags, plain_inums))
-        self._brief_gen_waiting += len(plain_inums)
-        if self._brief_gen_waiting > _BRIEF_PENDING_MAX:
-            self._fold_brief_generations()
-
     def _settle_dead(self, batch: EventBatch, created: Sequence[int], died: Sequence[int]) -> None:
-        flags, tgid, ts, ids = batch.flag, batch.tgid, batch.ts, batch.ns_id
+        flags, tgid, ts = batch.flag, batch.tgid, batch.ts
         # every record of the batch (settle_brief's common case: rows in order): its columns as they are
         whole = len(created) == len(batch)
-        self._brief_generation_keys(batch, created)
         made_flags = flags if whole else pick(flags, created)
         per_type = Counter((whole and batch.flag_counts()) or made_flags)
         comm = batch.same_comm() if whole and 0 not in tgid else None

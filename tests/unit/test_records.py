@@ -10,7 +10,8 @@ import pytest
 from nstrack.kernel.libbpf import struct_layout
 from nstrack.kernel.objects import bpf_object
 from nstrack.model.records import (
-    BRIEF_ROW, BRIEF_STATS, COMM_KEY, EVENT, FILE_RECORD, NS_RECORD, TASK_RECORD, RecordError, decode_event, decode_ns_record, decode_tasks,
+    BRIEF_ROW, BRIEF_STATS, COMM_KEY, EVENT, FILE_RECORD, NS_RECORD, TASK_RECORD, RecordError, decode_event,
+    decode_ns_record, decode_tasks,
 )
 
 NET, USER = 0x40000000, 0x10000000
@@ -94,7 +95,7 @@ def test_lifetime_bounds_are_those_of_bpf_and_serve() -> None:
     source = (Path(__file__).parents[2] / "bpf" / "nstrack.bpf.c").read_text()
     table = re.search(r"life_bounds\[NSTRACK_LIFE_BOUNDS\] = \{([^}]*)\}", source)
     assert table is not None
-    assert tuple(int(x.strip().rstrip("ULL")) for x in table.group(1).split(",") if x.strip()) == LIFE_BOUNDS_NS
+    assert tuple(int(x.strip().removesuffix("ULL")) for x in table.group(1).split(",") if x.strip()) == LIFE_BOUNDS_NS
     assert tuple(b * 10**9 for b in LIFETIME_BUCKETS[:-1]) == LIFE_BOUNDS_NS and LIFETIME_BUCKETS[-1] == float("inf")
     assert "#define NSTRACK_LIFE_BOUNDS 8 " in (Path(__file__).parents[2] / "bpf" / "nstrack.h").read_text()
 
