@@ -51,7 +51,7 @@ __u64 lost_events = 0;   /* events the `events` ring buffer had no room for (and
  * time (bits YOUNG_SLOT_SHIFT.. of its boot-time ns, modulo YOUNG_SLOTS): Python lists `young` (a walk of
  * all its buckets) only once a slot that still holds creations can hold one due for taking back.
  */
-#define YOUNG_SLOTS 16
+#define YOUNG_SLOTS 64
 #define YOUNG_SLOT_SHIFT 28 /* 2^28 ns: 0.27 s */
 #define YOUNG_SLOT(ts) (((ts) >> YOUNG_SLOT_SHIFT) & (YOUNG_SLOTS - 1))
 __u64 young_in[YOUNG_SLOTS] = {};

@@ -51,8 +51,9 @@ DEFER_BATCH_SECONDS = 0.2
 DEFER_MAX = 200_000
 # In the event modes a creation still without its free at the end of a drain is held back this long
 # (by its kernel timestamp) for its free: net namespaces are freed from a work queue, often drains
-# after their creation (under churn in the VMs: 40% later than 0.1 s on 5.10, most later than 1 s on 6.1).
-HOLD_SECONDS = 1.0
+# after their creation (under churn in the VMs: 40% later than 0.1 s on 5.10; on 6.1 a third of them
+# 1.9-2.9 s later). Clients do not wait for it: scrapes and requests take back whatever waits first.
+HOLD_SECONDS = 3.0
 SRC_FREE, SRC_TREE_REMOVE = (next(k for k, v in SOURCES.items() if v == name) for name in ("free", "tree_remove"))
 # serve in the event modes pairs in BPF: creations wait in the `young` map for their free (this many at
 # most; more go to the ring, where Python pairs them). 88 bytes of kernel memory each, preallocated.
@@ -64,8 +65,9 @@ COUNTS_SECONDS = 1.0
 TYPE_INDEX = {flag: TYPE_NAMES.index(name) for flag, name in TYPE_OF_FLAG.items()}  # as BPF's type_index()
 # BPF counts the creations it holds in `young`, and those it pairs, per slot of their kernel time (bits
 # YOUNG_SLOT_SHIFT.. of it, modulo YOUNG_SLOTS; as bpf/nstrack.bpf.c): all a slot holds are due once its
-# latest period ended HOLD_SECONDS ago.
-YOUNG_SLOTS = 16
+# latest period ended HOLD_SECONDS ago (64 slots of 0.27 s: a slot's periods are 17 s apart, far more than
+# HOLD_SECONDS and a sweep's gap).
+YOUNG_SLOTS = 64
 YOUNG_SLOT_SHIFT = 28
 # Listings of `young` come at least this far apart (see Tracker._sweep).
 SWEEP_GAP_SECONDS = 0.5

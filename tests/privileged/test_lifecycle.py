@@ -17,7 +17,7 @@ from contextlib import ExitStack
 import pytest
 
 from nstrack.kernel.probe import investigate
-from nstrack.kernel.tracker import Tracker
+from nstrack.kernel.tracker import HOLD_SECONDS, Tracker
 from nstrack.model.nstypes import TYPE_NAMES
 
 from .scenario import ASYNC_FREE_GRACE, Made, Recorder, bind_mount, make_namespace, nsfs_fd
@@ -71,7 +71,7 @@ def check_created(rec: Recorder, mark: int, made: Made) -> object:
     hits = rec.wait_for(
         lambda c: c.kind == "created" and c.ns.type == made.type and c.ns.inum == made.inum
         and c in rec.since(mark),
-        timeout=5 + RESCAN,
+        timeout=5 + RESCAN + HOLD_SECONDS,  # (serve in the event modes holds creations for their frees)
     )
     assert len(hits) == 1, f"{made.type} {made.how}: expected one created for inum {made.inum}, got {hits}"
     ns = hits[0].ns

@@ -342,7 +342,7 @@ class FakeYoung:
     def __init__(self) -> None:
         self.held: dict[int, bytes] = {}
         # BPF's per-slot counters (young_in, young_paired: by bits 28.. of the creation's kernel time)
-        self.counters = {"young_in": array("Q", [0] * 16), "young_paired": array("Q", [0] * 16)}
+        self.counters = {"young_in": array("Q", [0] * 64), "young_paired": array("Q", [0] * 64)}
         self.paired_meanwhile: set[int] = set()
         self.counters["brief_stats"] = array("Q", [0] * (11 * 8))  # struct brief_stats per type
         self.comms: dict[tuple[int, bytes], int] = {}  # brief_comms: (type index, command) -> count
@@ -350,7 +350,7 @@ class FakeYoung:
 
     @staticmethod
     def slot(rec: bytes) -> int:
-        return (EVENT.unpack(rec)[0] >> 28) % 16
+        return (EVENT.unpack(rec)[0] >> 28) % 64
 
     def hold(self, rec: bytes) -> None:
         self.held[EVENT.unpack(rec)[5]] = rec
