@@ -315,6 +315,8 @@ class Tracker:
         if self._defer is not None and uniform_stride(span) == EventBatch.STRIDE:
             w32 = array("I", span)
             n = len(span) // EventBatch.STRIDE
+            if self._defer == "events" and self._inum_frees and self._idle_frees(w32, n):
+                return
             # (kind, type flag, source) of every record (the columns of EventBatch); with "scan", an ns_id
             if (set(zip(w32[8::20], w32[9::20], w32[15::20])) <= self._defer_ok
                     and (self._defer == "events" or 0 not in array("Q", span)[2::10])):
@@ -328,6 +330,25 @@ class Tracker:
         _, rows, other = parse_ring_rows(span, EVENT_ROW)
         self.stats.bad_records += other
         self._apply_rows(rows, self._pending)
+
+    def _idle_frees(self, w32: array, n: int) -> bool:
+        """Whether a span of ``n`` records (``w32``: its words) holds only inode numbers freed
+        (proc_free_inum) that no live namespace has and no waiting creation: proc entries, and ipc
+        namespaces already reported at their last put; then they are counted and dropped (as _undefer
+        would, at a small part of its cost: under churn on kernels before 6.18 about one a namespace)."""
+        flags, kinds = w32[9::20], w32[8::20]
+        if flags.count(0) != n or kinds.count(EV_DESTROYED) != n:
+            return False
+        inums = w32[10::20]
+        if not self.replica.alive_inums().isdisjoint(inums):
+            return False
+        if self._deferred:
+            waiting = array("I", b"".join(self._deferred))
+            born = {i for k, i in zip(waiting[8::20], waiting[10::20]) if k == EV_CREATED}
+            if not born.isdisjoint(inums):
+                return False
+        self.stats.other_inum_frees += n
+        return True
 
     def _apply_rows(self, rows: list[tuple], changes: list[Change]) -> None:
         """Apply a batch of event records (EVENT tuples), appending what changed to ``changes``."""

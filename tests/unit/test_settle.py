@@ -582,3 +582,24 @@ def test_settled_briefs_count_as_applying_each_event(comms: list[bytes], kernel_
         assert getattr(b.counters, name) == getattr(a.counters, name), name
     assert sorted(x for _, lives in b.brief_lives for x in lives) == [7] * 4
     assert not b.alive and len([n for n in b.lookup() if not n.alive]) == 4
+
+
+def test_spans_of_idle_inode_number_frees_are_counted_and_dropped() -> None:
+    """Before 6.18 every freed proc inode number reaches the ring (proc_free_inum): a span of only such
+    frees, of inode numbers no live namespace has and no waiting creation, is counted and dropped at
+    once; one with a live namespace's, or a waiting creation's, is applied as before."""
+    t, ring = event_tracker(generic=False)
+    assert t._inum_frees
+    t.replica.reconcile([NSRecord("net", 7100, None, 0, 0, None)], 0, startup=True)
+    ring.spans = [HEADER + destroyed_raw(5, 0, 0, 9001) + HEADER + destroyed_raw(6, 0, 0, 9002)]
+    assert t.drain() == [] and t.stats.other_inum_frees == 2 and t.deferred == 0
+    ring.spans = [HEADER + destroyed_raw(7, 0, 0, 9003) + HEADER + destroyed_raw(8, 0, 0, 7100)]  # 7100 is alive
+    assert [(c.kind, c.ns.inum) for c in t.drain()] == [("destroyed", 7100)] and t.stats.other_inum_frees == 3
+    from nstrack.model.records import boot_ns
+
+    now = boot_ns()
+    ring.spans = [HEADER + raw(now, 0, UTS, 9004)]  # a creation, held for its free
+    assert t.drain() == [] and t.deferred == 1
+    ring.spans = [HEADER + destroyed_raw(now + 1, 0, 0, 9004)]  # its free, by inode number: the two pair
+    assert t.drain() == [] and t.deferred == 0 and t.stats.brief == 1 and t.stats.other_inum_frees == 3
+    assert t.replica.counters.created["uts"] == t.replica.counters.destroyed["uts"] == 1
