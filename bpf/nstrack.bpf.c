@@ -354,6 +354,9 @@ static __always_inline void emit_owned(struct ns_common *ns, __u32 type, __u32 k
 		id = bpf_get_current_pid_tgid();
 		e.pid = (__u32)id;
 		e.tgid = id >> 32;
+		/* zeroed first: the helper may copy only up to the NUL and leave the rest as the stack had it
+		 * (seen on 6.1: brief_comms counted one command under many keys) */
+		__builtin_memset(e.comm, 0, sizeof(e.comm));
 		bpf_get_current_comm(e.comm, sizeof(e.comm));
 		/* pair_frees: held for its free; a full `young` (or a type pairing cannot count) sends it to
 		 * the ring (no pairing, that is all) */

@@ -198,6 +198,12 @@ def test_deferred_creations_of_short_lived_namespaces(mode: str | None) -> None:
             lives = [(b, total) for t, b, total in tracker.replica.brief_life_counts if t == "uts"]
             assert [sum(col) for col in zip(*(b for b, _ in lives))] == [300] + [0] * 8, lives
             assert 0 < sum(total for _, total in lives) < 300 * 10**9
+            # one key per command and type: the command zero-padded (not as the stack had it past the NUL)
+            from nstrack.model.records import COMM_KEY
+
+            keys, _ = tracker._brief_comms.lookup_all()  # type: ignore[union-attr]
+            comms = [c for c, _t, _r in COMM_KEY.iter_unpack(keys)]
+            assert comms and all(not c.partition(b"\0")[2].strip(b"\0") for c in comms), comms
         else:  # frees from events (fentry, kprobe), or a rescan of what holds namespaces
             tracker.rescan(heal=True)
         assert tracker.stats.lost_events == 0
