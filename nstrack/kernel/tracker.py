@@ -176,12 +176,13 @@ class Tracker:
           creations wait for the next rescan (or ``catch_up``): it enters the namespaces it finds alive
           (Replica.settle). The replica's view of creations then lags by at most ``rescan_seconds``, as
           its view of frees does in this mode.
-        - In the event modes BPF holds each creation (map ``young``) until its free and reports the two
-          as one ``brief_rb`` record, only counted (Replica.settle_brief); creations still held
-          ``HOLD_SECONDS`` after they happened are taken back and applied (``_sweep``). Events that reach
-          the ring anyway (``young`` full) are applied per drain (``DEFER_BATCH_SECONDS``), a creation and
-          its free within ``HOLD_SECONDS`` only counted (pair_events, Replica.settle_pairs). Creations
-          reach the replica at most ``HOLD_SECONDS`` plus a drain late.
+        - In the event modes BPF holds each creation (map ``young``) until its free, counts the two (per
+          type, lifetime and creator: ``_take_brief_counts``) and reports them as one ``brief_rb`` record,
+          kept as a tombstone (Replica.settle_brief); creations still held ``HOLD_SECONDS`` after they
+          happened are taken back and applied (``_sweep``). Events that reach the ring anyway (``young``
+          full) are applied per drain (``DEFER_BATCH_SECONDS``), a creation and its free within
+          ``HOLD_SECONDS`` only counted (pair_events, Replica.settle_pairs). Creations reach the replica
+          at most ``HOLD_SECONDS`` plus a slot, a sweep's gap and a drain late (``_sweep``).
         Events are counted as they arrive. ``watch`` applies each event at once and does not defer."""
         self.findings = findings
         self.plan = plan_for(findings)
@@ -658,7 +659,7 @@ class Tracker:
             log.warning("ring buffer full: %d events lost so far; rescanning", self.stats.lost_events)
             changes += self.drain()
             changes += self.rescan(heal=True)
-        elif time.monotonic() >= self._next_rescan or self.deferred >= DEFER_MAX:
+        elif time.monotonic() >= self._next_rescan or self._deferred_count >= DEFER_MAX:  # (young: YOUNG_MAX)
             changes += self.rescan()
         return changes
 
