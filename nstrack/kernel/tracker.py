@@ -225,7 +225,7 @@ class Tracker:
         self._brief_comms: BPFMap | None = None
         self._brief_stats_last = bytes(BRIEF_STATS.size * len(TYPE_NAMES))
         self._brief_comms_last: dict[tuple[int, bytes], int] = {}
-        self._uncount: Counter[tuple] = Counter()
+        self._uncount: Counter[tuple[object, ...]] = Counter()
         self._next_counts = 0.0  # (monotonic) when BPF's counts are taken next (_take_brief_counts)
         self._young_taken = [0] * YOUNG_SLOTS  # creations Python took back from `young`, by slot
         # (boot_ns) no creation held in `young` can be due before this: _sweep lists the map only then
@@ -332,7 +332,7 @@ class Tracker:
         self.stats.bad_records += other
         self._apply_rows(rows, self._pending)
 
-    def _idle_frees(self, w32: array, n: int) -> bool:
+    def _idle_frees(self, w32: array[int], n: int) -> bool:
         """Whether a span of ``n`` records (``w32``: its words) holds only inode numbers freed
         (proc_free_inum) that no live namespace has and no waiting creation: proc entries, and ipc
         namespaces already reported at their last put; then they are counted and dropped (as _undefer
@@ -486,7 +486,7 @@ class Tracker:
         if batch.tgid[i] and batch.counted[i] & BRIEF_COMM:
             pending[("comm", t, batch.comm(i))] += 1
 
-    def _take_uncount(self, key: tuple, available: int) -> int:
+    def _take_uncount(self, key: tuple[object, ...], available: int) -> int:
         pending = self._uncount
         k = min(pending.get(key, 0), available)
         if k:
