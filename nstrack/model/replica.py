@@ -378,7 +378,7 @@ class Replica:
             comms = [(flags[i], batch.comm(i)) for i in made if tgid[i] and not counted_col[i] & BRIEF_COMM]
             for (flag, c), k in Counter(comms).items():
                 self._count_creator(TYPE_OF_FLAG[flag], comm_text(c), k)
-        self._keep_brief(batch, made, died, "event")
+        self._keep_brief(batch, made, died, "event", in_order=True)  # (frees in the order BPF reported them)
 
     def count_brief(self, per_type: dict[str, int], by_comm: dict[tuple[str, str], int],
                     lives: list[tuple[str, list[int], int]]) -> None:
@@ -436,10 +436,14 @@ class Replica:
             self.brief_lives += [(names[f], v) for f, v in lives.items() if v]
         self._keep_brief(batch, rows, died, by)
 
-    def _keep_brief(self, batch: EventBatch, rows: Sequence[int], died: int | Sequence[int], by: str) -> None:
-        """Keep records ``rows`` of ``batch`` as tombstones (``brief``), the newest ``tombstone_max``."""
+    def _keep_brief(self, batch: EventBatch, rows: Sequence[int], died: int | Sequence[int], by: str,
+                    in_order: bool = False) -> None:
+        """Keep records ``rows`` of ``batch`` as tombstones (``brief``), the newest ``tombstone_max``.
+        ``in_order``: ``died`` is in the order of time (a ring's, to within the nanoseconds between CPUs),
+        its last the newest."""
         brief = self.brief
-        brief.append((batch, rows, died, by, died if isinstance(died, int) else max(died)))
+        newest = died if isinstance(died, int) else died[-1] if in_order else max(died)
+        brief.append((batch, rows, died, by, newest))
         self._brief_count += len(rows)
         while brief and self._brief_count - len(brief[0][1]) >= self.tombstone_max:
             self._brief_count -= len(brief.popleft()[1])
