@@ -532,27 +532,29 @@ class Tracker:
                     by_comm[(TYPE_NAMES[t], comm_text(comm))] = d
         self.replica.count_brief(per_type, by_comm, lives)
 
-    def _young_held_by_slot(self) -> list[int]:
-        """Creations BPF holds in ``young`` now, per slot of their kernel time (from its counters in
-        memory mapped from the kernel: no system call)."""
+    def _young_counts(self) -> tuple[array[int], array[int]] | None:
+        """BPF's per-slot counters of ``young`` (held, paired), read from memory mapped from the kernel
+        (no system call); None without pairing."""
         if self._young is None or self._obj is None:
-            return []
+            return None
         read = self._obj.read_global_bytes
-        return list(map(sub, map(sub, array("Q", read("young_in")), array("Q", read("young_paired"))),
-                        self._young_taken))
+        return array("Q", read("young_in")), array("Q", read("young_paired"))
 
     def _young_held(self) -> int:
         """Creations BPF holds in ``young`` now."""
-        return max(0, sum(self._young_held_by_slot()))
+        counts = self._young_counts()
+        return 0 if counts is None else max(0, sum(counts[0]) - sum(counts[1]) - sum(self._young_taken))
 
-    def _young_slot_due(self, held: list[int], now: int) -> bool:
-        """Whether a slot of ``held`` holds creations that are all due at ``now``: the latest period of
-        the slot (older creations in it are older still) ended ``HOLD_SECONDS`` ago."""
+    def _young_slot_due(self, counts: tuple[array[int], array[int]], held: int, now: int) -> bool:
+        """Whether a slot holds creations that are all due at ``now`` (the latest period of the slot
+        ended ``HOLD_SECONDS`` ago; older creations in it are older still), given ``held`` in all: the
+        slots of the periods since then are the only ones that may not be (about a dozen of them)."""
         period, due = now >> YOUNG_SLOT_SHIFT, now - int(HOLD_SECONDS * 1e9)
-        for slot, n in enumerate(held):
-            if n > 0 and (period - (period - slot) % YOUNG_SLOTS + 1) << YOUNG_SLOT_SHIFT <= due:
-                return True
-        return False
+        recent = min(YOUNG_SLOTS, period + 1 - (due >> YOUNG_SLOT_SHIFT))  # slots whose latest period is not due
+        ins, paired = counts
+        taken = self._young_taken
+        slots = [(period - d) % YOUNG_SLOTS for d in range(recent)]
+        return held - sum(ins[i] - paired[i] - taken[i] for i in slots) > 0
 
     def _sweep(self, changes: list[Change], everything: bool = False) -> None:
         """Take back the creations BPF has held in ``young`` since ``HOLD_SECONDS`` ago (all of them
@@ -566,14 +568,15 @@ class Tracker:
         namespace is freed within microseconds: never listed), no creation the last listing left is due
         later, and ``SWEEP_GAP_SECONDS`` have passed since it. A creation is taken back at most
         ``HOLD_SECONDS`` + one slot period (0.27 s) + ``SWEEP_GAP_SECONDS`` + a drain after it was made."""
-        if self._young is None:
+        counts = self._young_counts()
+        if counts is None or self._young is None:
             return
-        held = self._young_held_by_slot()
-        if sum(held) <= 0:
+        held = sum(counts[0]) - sum(counts[1]) - sum(self._young_taken)
+        if held <= 0:
             return
         hold = int(HOLD_SECONDS * 1e9)
         now = boot_ns()
-        if not everything and (now < self._next_sweep or not self._young_slot_due(held, now)):
+        if not everything and (now < self._next_sweep or not self._young_slot_due(counts, held, now)):
             return
         _, values = self._young.lookup_all()
         made = array("Q", values)[0 :: EVENT.size // 8]  # each entry's kernel timestamp (its first field)
