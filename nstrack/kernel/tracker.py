@@ -277,6 +277,8 @@ class Tracker:
             obj.map("scan_rb").max_entries = 4096  # unused here: the Scanner has its own
             obj.map("brief_rb").max_entries = self.ringbuf_bytes if self._pairing else 4096
             obj.map("young").max_entries = YOUNG_MAX if self._pairing else 1
+            if not self._pairing:
+                obj.map("brief_comms").max_entries = 1  # (counts of what BPF pairs: serve's event modes)
             if self._pairing:
                 obj.set_globals(pair_frees=1)
             obj.load()
