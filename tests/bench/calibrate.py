@@ -77,21 +77,22 @@ def pipeline_us_per_event() -> float:
 def brief_pipeline_us_per_event() -> float:
     """CPU time per event of Tracker.drain() on synthetic churn paired in BPF (brief_rb records, each a
     creation and its free), as serve takes it in the event modes since BPF pairs."""
-    from tests.unit.test_settle import NET, UTS, FakeRing, FakeYoung, brief_raw, event_tracker, raw
+    from tests.unit.test_settle import NET, UTS, FakeCommMap, FakeRing, FakeYoung, event_tracker, raw
 
     t, _ = event_tracker()
     briefs, young = FakeRing(), FakeYoung()
     t._briefs, t._young, t._obj = briefs, young, young
+    t._brief_comms = FakeCommMap(young)
     t.replica.keep_brief_lives = True  # as serve
     nid = 10**6
 
-    def records(d: int) -> list[bytes]:
+    def records(d: int) -> list[bytes]:  # (BPF's counting of each, as count_pair: not timed)
         nonlocal nid
         recs = []
         for k in range(PER_DRAIN):
             nid += 1
             made = raw(d * 200_000_000 + k, nid, NET if k % 2 else UTS, 4026540000 + nid % 100_000)
-            recs.append(brief_raw(made, d * 200_000_000 + k + 50_000))
+            recs.append(young.count_pair(made, d * 200_000_000 + k + 50_000))
         return recs
 
     cpu = _drains_cpu(t, briefs, records)
