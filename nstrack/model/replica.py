@@ -22,7 +22,8 @@ Rules:
   scan, ``settle_pairs`` a batch's creations freed in the same batch, ``settle_brief`` namespaces that BPF
   paired (their creation held there until the free). Namespaces that were already dead
   then are counted as created and destroyed and kept as tombstone records (``brief``), never entered
-  as alive; ``lookup`` answers for them as for other tombstones.
+  as alive; ``lookup`` answers for them as for other tombstones. Those BPF paired are counted by BPF
+  (``count_brief`` takes its totals; ``settle_brief(counted=True)`` only keeps the records).
 """
 
 from __future__ import annotations
