@@ -378,7 +378,8 @@ class Replica:
             tgid, flags = batch.tgid, batch.flag
             comms = [(flags[i], batch.comm(i)) for i in made if tgid[i] and not counted_col[i] & BRIEF_COMM]
             for (flag, c), k in Counter(comms).items():
-                self._count_creator(TYPE_OF_FLAG[flag], comm_text(c), k)
+                if flag in TYPE_OF_FLAG:  # (BPF pairs only the eight types)
+                    self._count_creator(TYPE_OF_FLAG[flag], comm_text(c), k)
         self._keep_brief(batch, made, died, "event", in_order=True)  # (frees in the order BPF reported them)
 
     def count_brief(self, per_type: dict[str, int], by_comm: dict[tuple[str, str], int],
