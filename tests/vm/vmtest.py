@@ -850,7 +850,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.out / kernel.series
             clear_dir(out)
             (out / "kernel.json").write_text(json.dumps(kernel.to_json(), indent=2) + "\n")
-            initrd = args.cache_dir / "initramfs" / f"{kernel.series}.cpio"
+            # (the run's own: it holds the guest command, and runs of one kernel may go on side by side)
+            initrd = out / "initramfs.cpio"
             with Timer() as t:
                 env = {**known_specs()[kernel.series].env, **args.env}
                 if args.icount is not None:  # the guest's benchmarks say which clock their ratios are on
