@@ -90,7 +90,7 @@ struct {
 } brief_rb SEC(".maps");
 
 /*
- * With pair_frees, the namespaces paired here are counted here (Python reads the totals at each drain
+ * With pair_frees, the namespaces paired here are counted here (Python reads the totals once a second
  * instead of counting each record): per type, and per creator command and type (at most COMM_MAX pairs
  * of them; a record whose command found no room says so in ns_brief.counted, and Python counts it).
  */
