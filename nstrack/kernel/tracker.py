@@ -473,7 +473,7 @@ class Tracker:
                 self._apply_rows(events, changes)
                 # BPF has its lifetime (serve's histogram takes that): "paired", not "event"
                 changes[mark:] = [c._replace(via="paired") if c.kind == "destroyed" else c for c in changes[mark:]]
-        self.replica.settle_brief(batch, rows, counted=True)
+        self.replica.settle_brief(batch, rows)
         self.stats.events += 2 * len(rows)
         self.stats.brief += len(rows)
 

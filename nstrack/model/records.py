@@ -49,9 +49,6 @@ class RecordError(ValueError):
 
 _NAME_OF_FLAG = {flag: t.name for flag, t in BY_FLAG.items()}
 TYPE_OF_FLAG = _NAME_OF_FLAG  # type name of each CLONE_NEW* flag (read-only)
-# EventBatch.flag_counts: time is 0x80 (byte 0), mnt 0x20000 (byte 2), the others one bit of byte 3
-_FLAG_HIGH_BYTES = (2, 4, 8, 16, 32, 64)
-assert set(TYPE_OF_FLAG) == {0x80, 0x20000} | {v << 24 for v in _FLAG_HIGH_BYTES}
 _COMMS: dict[bytes, str] = {}  # raw 16-byte comm -> text
 
 
@@ -107,7 +104,6 @@ class EventBatch:
 
     STRIDE = EVENT_ROW.size
     COMM = 64  # offset of the comm in a record
-    FLAG = 36  # offset of the type flag in a record
 
     def __init__(self, data: bytes) -> None:
         if len(data) % self.STRIDE:
@@ -128,22 +124,6 @@ class EventBatch:
     def rows(self) -> list[tuple]:
         """Every record as an EVENT tuple, in order."""
         return list(EVENT_ROW.iter_unpack(self.data))
-
-    def flag_counts(self) -> dict[int, int] | None:
-        """How many records have each CLONE_NEW* type flag (those present), counted on the bytes of
-        the flags (no int object per record: the hot path under churn); None unless every record has
-        a known flag. Each flag has one non-zero byte: every byte of every record must be zero or
-        that flag's byte, and the records with one must add up to all of them."""
-        d, s, o, n = self.data, self.STRIDE, self.FLAG, len(self)
-        b0, b1, b2, b3 = (d[o + k :: s] for k in range(4))
-        counts = {0x80: b0.count(0x80), 0x20000: b2.count(2)}
-        for v in _FLAG_HIGH_BYTES:
-            counts[v << 24] = b3.count(v)
-        high = n - b3.count(0)
-        if (b1.count(0) != n or b0.count(0) + counts[0x80] != n or b2.count(0) + counts[0x20000] != n
-                or sum(counts[v << 24] for v in _FLAG_HIGH_BYTES) != high or counts[0x80] + counts[0x20000] + high != n):
-            return None
-        return {f: k for f, k in counts.items() if k}
 
     def comm(self, i: int) -> bytes:
         """Record ``i``'s raw comm."""

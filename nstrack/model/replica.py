@@ -23,7 +23,7 @@ Rules:
   paired (their creation held there until the free). Namespaces that were already dead
   then are counted as created and destroyed and kept as tombstone records (``brief``), never entered
   as alive; ``lookup`` answers for them as for other tombstones. Those BPF paired are counted by BPF
-  (``count_brief`` takes its totals; ``settle_brief(counted=True)`` only keeps the records).
+  (``count_brief`` takes its totals; ``settle_brief`` only keeps the records).
 """
 
 from __future__ import annotations
@@ -359,20 +359,15 @@ class Replica:
         if created:
             self._settle_dead(batch, created, list(pick(batch.ts, destroyed)))
 
-    def settle_brief(self, batch: BriefBatch, rows: Sequence[int] | None = None, counted: bool = False) -> None:
-        """As ``settle_pairs`` for namespaces paired in BPF (``brief_rb`` records: each a creation and
-        when it was freed): ``rows`` of ``batch``, or all of them. ``counted``: BPF counted them (by type,
-        lifetime, and creator where the record says so) and ``count_brief`` takes its counts: they are
-        only kept as tombstones (and their creators counted where BPF had no room for them)."""
+    def settle_brief(self, batch: BriefBatch, rows: Sequence[int] | None = None) -> None:
+        """Namespaces BPF paired (``brief_rb`` records: each a creation and when it was freed): ``rows``
+        of ``batch``, or all of them. BPF counted them (by type, lifetime, and creator where the record
+        says so) and ``count_brief`` takes its counts: they are only kept as tombstones (and their
+        creators counted where BPF had no room for them), never entered as alive."""
         made: Sequence[int] = range(len(batch)) if rows is None else rows
-        whole = len(made) == len(batch)  # the common case, every record: the columns as they are
-        died: Sequence[int] = batch.end if whole else list(pick(batch.end, made))
-        if not counted:
-            if made:
-                self._settle_dead(batch, made, died)
-            return
         if not made:
             return
+        died: Sequence[int] = batch.end if len(made) == len(batch) else list(pick(batch.end, made))
         counted_col = batch.counted
         if counted_col.count(BRIEF_COMM) != len(counted_col):  # creators BPF had no room for: counted here
             tgid, flags = batch.tgid, batch.flag
@@ -387,7 +382,7 @@ class Replica:
         """Namespaces BPF paired and counted (the tracker reads its totals): ``per_type`` created and
         destroyed, ``by_comm`` made per (type, creator command), and per type their lifetimes (how many
         per bucket of LIFE_BOUNDS_NS, the last above them all; their sum in ns), given to
-        ``brief_life_counts`` if ``keep_brief_lives``. Their records come to ``settle_brief(counted=True)``."""
+        ``brief_life_counts`` if ``keep_brief_lives``. Their records come to ``settle_brief``."""
         counters = self.counters
         for t, k in per_type.items():
             counters.created[t] += k
@@ -401,19 +396,13 @@ class Replica:
 
     def _settle_dead(self, batch: EventBatch, created: Sequence[int], died: Sequence[int]) -> None:
         flags, tgid, ts = batch.flag, batch.tgid, batch.ts
-        # every record of the batch (settle_brief's common case: rows in order): its columns as they are
-        whole = len(created) == len(batch)
-        made_flags = flags if whole else pick(flags, created)
-        per_type = Counter((whole and batch.flag_counts()) or made_flags)
-        comm = batch.same_comm() if whole and 0 not in tgid else None
-        if comm is not None:  # one command made them all (a churning workload): no comm column
-            by_comm = Counter({(f, comm): k for f, k in per_type.items()})
-        else:
-            made = list(compress(created, pick(tgid, created))) if 0 in tgid else created  # tgid 0: the kernel's
-            by_comm = Counter(zip(pick(flags, made), pick(batch.comms(), made)))
+        made_flags = pick(flags, created)
+        per_type = Counter(made_flags)
+        made = list(compress(created, pick(tgid, created))) if 0 in tgid else created  # tgid 0: the kernel's
+        by_comm = Counter(zip(pick(flags, made), pick(batch.comms(), made)))
         lives: dict[int, list[int]] = {}
         if self.keep_brief_lives:
-            spans = list(map(sub, died, ts if whole else pick(ts, created)))
+            spans = list(map(sub, died, pick(ts, created)))
             if len(per_type) == 1:
                 lives = {next(iter(per_type)): spans}
             else:

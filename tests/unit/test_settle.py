@@ -564,23 +564,25 @@ def test_young_is_listed_only_once_something_can_be_due(monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("comms", [[b"churn"] * 4, [b"churn", b"ip", b"churn", b"runc"]], ids=["one-command", "mixed"])
 @pytest.mark.parametrize("kernel_made", [False, True], ids=["", "one-by-the-kernel"])
-def test_settled_briefs_count_as_applying_each_event(comms: list[bytes], kernel_made: bool) -> None:
-    """A whole brief_rb batch (the common case, counted from its columns as they are) gives the
-    counters, creators and lifetimes that applying each creation and free as events gives."""
-    from nstrack.model.records import BriefBatch
-
+def test_settled_briefs_count_as_applying_each_event(monkeypatch: pytest.MonkeyPatch, comms: list[bytes],
+                                                      kernel_made: bool) -> None:
+    """A brief_rb batch and BPF's counts of it (as count_pair makes them) give the counters, creators and
+    lifetimes that applying each creation and free as events gives."""
     made = [raw(10 * i, 50 + i, UTS if i % 2 else NET, 6100 + i, tgid=0 if kernel_made and i == 2 else 100,
                 comm=c) for i, c in enumerate(comms)]
     a = Replica()
     for i, x in enumerate(made):
         a.apply(decode_event(x))
         a.apply(decode_event(destroyed_raw(10 * i + 7, 50 + i, UTS if i % 2 else NET, 6100 + i)))
-    b = Replica()
+    t, _ring, briefs, young = pairing_tracker(monkeypatch, [10**9])
+    b = t.replica
     b.keep_brief_lives = True
-    b.settle_brief(BriefBatch(b"".join(brief_raw(x, 10 * i + 7) for i, x in enumerate(made))))
+    briefs.spans = [b"".join(young.count_pair(x, 10 * i + 7) for i, x in enumerate(made))]
+    t.catch_up()
     for name in ("created", "destroyed", "by_comm"):
         assert getattr(b.counters, name) == getattr(a.counters, name), name
-    assert sorted(x for _, lives in b.brief_lives for x in lives) == [7] * 4
+    assert sum(n for _, buckets, _ in b.brief_life_counts for n in buckets) == 4  # each lived 7 ns
+    assert sum(total for _, _, total in b.brief_life_counts) == 4 * 7
     assert not b.alive and len([n for n in b.lookup() if not n.alive]) == 4
 
 
