@@ -247,25 +247,36 @@ def test_lost_events_are_counted_and_healed(defer: bool) -> None:
 
 def test_watch_json_and_type_filter() -> None:
     """The CLI end to end: `nstrack watch --json -t uts` prints our uts namespace, and nothing else."""
+    import json
+    import signal
+
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nstrack", "watch", "--json", "-t", "uts", "--rescan", "0.5", "--seconds", "6"],
+        [sys.executable, "-m", "nstrack", "watch", "--json", "-t", "uts", "--rescan", "0.5", "--seconds", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    lines: list[str] = []
     try:
-        assert proc.stderr is not None
+        assert proc.stderr is not None and proc.stdout is not None
         banner = proc.stderr.readline()
         assert "mode" in banner, banner
         with make_namespace("unshare", "uts") as made:
             with make_namespace("unshare", "ipc"):
                 time.sleep(1.0)
+        # until our namespace's free is printed (watch prints a line at a time), not for a fixed time: a
+        # loaded VM took longer than 6 s; then stopped as Ctrl-C stops it
+        for line in proc.stdout:
+            lines.append(line)
+            if json.loads(line)["event"] == "destroyed" and json.loads(line)["inum"] == made.inum:
+                break
+        proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
+        lines += out.splitlines()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    import json
 
-    events = [json.loads(line) for line in out.splitlines()]
+    events = [json.loads(line) for line in lines]
     assert events, err
     assert {e["type"] for e in events} == {"uts"}
     created = [e for e in events if e["event"] == "created" and e["inum"] == made.inum]
