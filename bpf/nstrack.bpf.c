@@ -42,8 +42,21 @@ const volatile __u32 walk_max = 1 << 20;
  */
 const volatile __u32 pair_frees = 0;
 
-/* Python reads the rings at least every 0.2 s when pair_frees is set: no wake-up (an irq_work) per record. */
-#define RING_WAKEUP (pair_frees ? BPF_RB_NO_WAKEUP : 0)
+/*
+ * With pair_frees Python reads the rings every second, and sooner when BPF wakes it: no wake-up (an
+ * irq_work) per record, but a forced one for each record while a ring holds wake_bytes or more unread
+ * (set before load: a quarter of the ring), so that a burst is drained before the ring fills.
+ */
+const volatile __u64 wake_bytes = 0;
+
+static __always_inline __u64 ring_wakeup(void *ring)
+{
+	if (!pair_frees)
+		return 0;
+	if (wake_bytes && bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= wake_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
 
 __u64 lost_events = 0;   /* events the `events` ring buffer had no room for (and pairs brief_rb had not) */
 /*
@@ -312,7 +325,7 @@ static __always_inline int pair_free(__u32 inum)
 	}
 	b->counted = count_pair(type_index(b->ev.ns_type), b->ev.ts_ns, end, b->ev.tgid, b->ev.comm);
 	__sync_fetch_and_add(&young_paired[YOUNG_SLOT(b->ev.ts_ns)], 1);
-	bpf_ringbuf_submit(b, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(b, ring_wakeup(&brief_rb));
 	return 1;
 }
 
@@ -365,7 +378,7 @@ static __always_inline void emit_owned(struct ns_common *ns, __u32 type, __u32 k
 			return;
 		}
 	}
-	if (bpf_ringbuf_output(&events, &e, sizeof(e), RING_WAKEUP))
+	if (bpf_ringbuf_output(&events, &e, sizeof(e), ring_wakeup(&events)))
 		__sync_fetch_and_add(&lost_events, 1);
 }
 
@@ -518,7 +531,7 @@ static __always_inline void emit_inum_free(unsigned int inum)
 	e->kind = NSTRACK_EV_DESTROYED;
 	e->inum = inum;
 	e->source = NSTRACK_SRC_FREE_INUM;
-	bpf_ringbuf_submit(e, RING_WAKEUP);
+	bpf_ringbuf_submit(e, ring_wakeup(&events));
 }
 
 SEC("fentry/proc_free_inum")

@@ -142,7 +142,7 @@ class Service:
     def catch_up(self) -> None:
         """Bring the replica up to date before a read (creations may wait for a rescan: Tracker)."""
         with self.lock:
-            if self.tracker.deferred:
+            if self.tracker.behind:
                 self._observe(self.tracker.catch_up())
 
     def _scan_holders(self) -> None:

@@ -197,6 +197,12 @@ class RingBuffer:
             cb(r)
         return len(records)
 
+    def waiting(self) -> int:
+        """Bytes of records (committed or not) not yet taken off the ring: two loads, no system call."""
+        if not self._open:
+            raise BPFError(errno_mod.EBADF, "ring buffer closed")
+        return ctypes.c_uint64.from_address(self._prod).value - ctypes.c_uint64.from_address(self._cons).value
+
     def read_all(self) -> list[bytes]:
         """Every committed record already in the buffer, in order, taken off the ring."""
         return self._read(spans=False)

@@ -48,6 +48,12 @@ BATCH_SECONDS = 0.05
 # With defer_events: events are drained this often, and in tracepoint mode a rescan comes early once
 # this many creations wait (bounds memory: 80 bytes each).
 DEFER_BATCH_SECONDS = 0.2
+# Where BPF pairs (serve in the event modes) the rings are drained this often, and at once when BPF wakes
+# the reader: it does so for each record written while a ring is a quarter full (WAKE_FRACTION; bpf's
+# ring_wakeup). Each drain has a fixed cost: in the VMs under churn, drains every 0.2 s were a third of
+# the reader's time (6.12: 8.2 -> 5.3 us of virtual time per event with drains every second).
+PAIR_DRAIN_SECONDS = 1.0
+WAKE_FRACTION = 4
 DEFER_MAX = 200_000
 # In the event modes a creation still without its free at the end of a drain is held back this long
 # (by its kernel timestamp) for its free: net namespaces are freed from a work queue, often drains
@@ -59,9 +65,10 @@ SRC_FREE, SRC_TREE_REMOVE = (next(k for k, v in SOURCES.items() if v == name) fo
 # most; more go to the ring, where Python pairs them). 88 bytes of kernel memory each, preallocated.
 YOUNG_MAX = 16384
 YOUNG_KEY = struct.Struct("<I")  # `young`'s key: an inode number
-# BPF's counts of what it paired (brief_stats, brief_comms: a listing, a system call) are taken this often,
-# and whenever serve catches up (before scrapes and requests)
-COUNTS_SECONDS = 1.0
+# BPF's counts of what it paired (brief_stats, brief_comms: a listing, a system call) are taken at most this
+# often (at drains: each drain once a second, fewer in a burst that wakes the reader), and whenever serve
+# catches up (before scrapes and requests)
+COUNTS_SECONDS = 0.9
 TYPE_INDEX = {flag: TYPE_NAMES.index(name) for flag, name in TYPE_OF_FLAG.items()}  # as BPF's type_index()
 # BPF counts the creations it holds in `young`, and those it pairs, per slot of their kernel time (bits
 # YOUNG_SLOT_SHIFT.. of it, modulo YOUNG_SLOTS; as bpf/nstrack.bpf.c): all a slot holds are due once its
@@ -180,7 +187,7 @@ class Tracker:
           type, lifetime and creator: ``_take_brief_counts``) and reports them as one ``brief_rb`` record,
           kept as a tombstone (Replica.settle_brief); creations still held ``HOLD_SECONDS`` after they
           happened are taken back and applied (``_sweep``). Events that reach the ring anyway (``young``
-          full) are applied per drain (``DEFER_BATCH_SECONDS``), a creation and its free within
+          full) are applied per drain (``PAIR_DRAIN_SECONDS``), a creation and its free within
           ``HOLD_SECONDS`` only counted (pair_events, Replica.settle_pairs). Creations reach the replica
           at most ``HOLD_SECONDS`` plus a slot, a sweep's gap and a drain late (``_sweep``).
         Events are counted as they arrive. ``watch`` applies each event at once and does not defer."""
@@ -220,6 +227,7 @@ class Tracker:
         self._pairing = defer_events and event_mode and all("any" in a for a in self.plan.event_types.values())
         self._briefs: RingBuffer | None = None
         self._young: BPFMap | None = None
+        self._epoll: select.epoll | None = None  # (pairing) waits for BPF's wake-ups
         # BPF's counts of what it paired (brief_stats, brief_comms) as last taken, and what is to come off
         # them (namespaces the replica knew, applied as events: _uncount_brief)
         self._brief_comms: BPFMap | None = None
@@ -280,12 +288,16 @@ class Tracker:
             if not self._pairing:
                 obj.map("brief_comms").max_entries = 1  # (counts of what BPF pairs: serve's event modes)
             if self._pairing:
-                obj.set_globals(pair_frees=1)
+                obj.set_globals(pair_frees=1, wake_bytes=self.ringbuf_bytes // WAKE_FRACTION)
             obj.load()
             self._events = obj.ring_buffer("events")  # read with read_spans()
             if self._pairing:
                 self._briefs, self._young = obj.ring_buffer("brief_rb"), obj.map("young")
                 self._brief_comms = obj.map("brief_comms")
+                # edge-triggered: reports BPF's wake-ups (a ring a quarter full), not records waiting
+                self._epoll = select.epoll()
+                for ring in (self._events, self._briefs):
+                    self._epoll.register(ring.fd, select.EPOLLIN | select.EPOLLET)
             for prog, target in self.plan.attach:
                 p = obj.program(prog)
                 p.attach_kprobe(target) if target else p.attach()
@@ -302,6 +314,9 @@ class Tracker:
         if self._obj is not None:
             self._obj.close()
             self._obj = None
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
         self._events = self._briefs = self._young = self._brief_comms = None
 
     def __enter__(self) -> Tracker:
@@ -604,6 +619,18 @@ class Tracker:
         (in Python, or in BPF's ``young``)."""
         return self._deferred_count + self._young_held()
 
+    @property
+    def behind(self) -> bool:
+        """Whether the replica may lag what BPF has reported: creations waiting, or where BPF pairs,
+        records or counts not yet taken (drains come every ``PAIR_DRAIN_SECONDS`` there). Reads
+        memory mapped from the kernel only: cheap enough before every scrape."""
+        if self.deferred:
+            return True
+        if self._briefs is None or self._events is None or self._obj is None:
+            return False
+        return bool(self._briefs.waiting() or self._events.waiting()
+                    or self._obj.read_global_bytes("brief_stats") != self._brief_stats_last)
+
     def catch_up(self) -> list[Change]:
         """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
         changes = self.drain()
@@ -637,17 +664,18 @@ class Tracker:
         """Block until events are waiting, a rescan is due, or ``timeout``; consumes nothing.
 
         Returns no sooner than ``batch_seconds`` after the last drain (unless a rescan is due first),
-        so that events arriving in a burst are taken together.
+        so that events arriving in a burst are taken together. Where BPF pairs: ``PAIR_DRAIN_SECONDS``
+        after the last drain, or when BPF wakes the reader (a ring a quarter full).
         """
         now = time.monotonic()
         deadline = now + max(0.0, min(timeout, self._next_rescan - now))
         if self._events is None:
             time.sleep(deadline - now)
             return
-        if self._briefs is not None:  # BPF holds creations and pairs quietly: look at least this often
-            deadline = min(deadline, now + self.batch_seconds)
-        fds = [self._events.fd] if self._briefs is None else [self._events.fd, self._briefs.fd]
-        if select.select(fds, [], [], deadline - now)[0]:
+        if self._epoll is not None:  # BPF holds creations and pairs quietly: look this often, or when woken
+            self._epoll.poll(max(0.0, min(deadline, self._last_drain + PAIR_DRAIN_SECONDS) - now))
+            return
+        if select.select([self._events.fd], [], [], deadline - now)[0]:
             hold = min(deadline, self._last_drain + self.batch_seconds) - time.monotonic()
             if hold > 0:
                 time.sleep(hold)

@@ -60,8 +60,9 @@ class Live:
         self.thread = threading.Thread(target=self._loop, daemon=True) if read else None
 
     def _loop(self) -> None:
-        while not self.stop.is_set():
-            self.tracker.poll(0.2)
+        while not self.stop.is_set():  # as serve's loop (Service._run)
+            self.tracker.wait(2.0)
+            self.tracker.poll(0)
 
     def __enter__(self) -> Tracker:
         self.tracker.start()

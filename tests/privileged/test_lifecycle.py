@@ -218,6 +218,63 @@ def test_deferred_creations_of_short_lived_namespaces(mode: str | None) -> None:
         assert tracker.replica.counters.by_comm[("uts", comm)] - by_comm.get(("uts", comm), 0) == 300
 
 
+def _make_uts(n: int) -> None:
+    """``n`` uts namespaces made and freed by one short-lived process, as fast as it can."""
+    code = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"for _ in range({n}):\n    assert libc.unshare(0x04000000) == 0\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m in ("fentry", "kprobe")] or [None], ids=lambda m: m or "best")
+def test_a_filling_ring_wakes_serve(mode: str | None) -> None:
+    """Where BPF pairs, serve drains its rings once a second and BPF submits without wake-ups, except
+    while a ring is a quarter full: then it wakes the reader. A 64 KiB ring (682 pairs, a quarter 170):
+    100 pairs wake nobody, 200 more do, the ring of pairs' fd is reported; then 5000 made and freed as
+    fast as one process can, read as serve's loop reads them: none lost, every one counted."""
+    import select
+    import threading
+
+    findings = investigate(requested_mode=mode)
+    with Tracker(findings, rescan_seconds=3600, ringbuf_bytes=1 << 16, defer_events=True) as tracker:
+        tracker.start()
+        if not tracker.pairs_in_bpf:
+            pytest.skip(f"BPF pairs only in the event modes (fentry, kprobe); this kernel runs {tracker.mode} "
+                        "mode, where every record wakes the reader")
+        epoll, briefs = tracker._epoll, tracker._briefs
+        assert epoll is not None and briefs is not None
+        tracker.poll(0)
+        epoll.poll(0)  # (whatever start-up left reported)
+        _make_uts(100)
+        time.sleep(0.5)
+        assert 0 < briefs.waiting() < (1 << 16) // 4
+        assert epoll.poll(0) == [], "below a quarter of the ring: no wake-up"
+        _make_uts(200)
+        assert briefs.waiting() >= (1 << 16) // 4
+        woken = epoll.poll(10.0)  # (the wake-up is an irq_work: microseconds)
+        assert (briefs.fd, select.EPOLLIN) in [(fd, ev & select.EPOLLIN) for fd, ev in woken], woken
+        tracker.catch_up()
+        created = tracker.replica.counters.created["uts"]
+        stop = threading.Event()
+
+        def serve_loop() -> None:  # as Service._run
+            while not stop.is_set():
+                tracker.wait(2.0)
+                tracker.poll(0)
+
+        reader = threading.Thread(target=serve_loop)
+        reader.start()
+        try:
+            _make_uts(5000)
+        finally:
+            stop.set()
+            reader.join()
+        tracker.catch_up()
+        assert tracker.stats.lost_events == 0
+        assert tracker.replica.counters.created["uts"] - created == 5000
+
+
 @pytest.mark.parametrize("defer", [False, True], ids=["watch", "serve"])
 def test_lost_events_are_counted_and_healed(defer: bool) -> None:
     """A one-page ring buffer, 200 uts namespaces made and freed while nobody reads: the loss is counted,
