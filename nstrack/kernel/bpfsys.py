@@ -207,9 +207,9 @@ class RingBuffer:
         """Every committed record already in the buffer, in order, taken off the ring."""
         return self._read(spans=False)
 
-    def read_spans(self) -> list[bytes]:
+    def read_spans(self) -> list[tuple[bytes, int]]:
         """Every committed record already in the buffer taken off the ring, as the raw spans they were
-        read in (8-byte headers included; see ``parse_ring_rows`` and ``uniform_stride``)."""
+        read in (8-byte headers included; see ``parse_ring_rows``), each with its ``uniform_stride``."""
         return self._read(spans=True)
 
     def _read(self, spans: bool) -> list:
@@ -229,11 +229,13 @@ class RingBuffer:
                 return out
             start = self._data + (cons & self._mask)
             waiting = prod - cons  # contiguous: the kernel maps the data pages twice
-            end, _, _ = _parse(ctypes.string_at(start, waiting), False, None)
+            first = ctypes.string_at(start, waiting)
+            stride = uniform_stride(first)  # (all committed: the usual case, one pass)
+            end = waiting if stride else _parse(first, False, None)[0]
             if end == 0:
                 return out
-            if spans:
-                out.append(ctypes.string_at(start, end))
+            if spans:  # (a stride found in the first copy holds for the second: its headers were final)
+                out.append((ctypes.string_at(start, end), stride))
             else:
                 out += _parse(ctypes.string_at(start, end), True, None)[1]
             cons_pos.value = cons + end

@@ -33,7 +33,7 @@ from ..model.records import (
 )
 from ..model.replica import Change, Replica, pair_events, pair_keys, pick
 from . import hooks
-from .bpfsys import parse_ring_rows, parse_ring_span, uniform_stride
+from .bpfsys import parse_ring_rows, parse_ring_span
 from .libbpf import BPFMap, BPFObject, RingBuffer
 from .objects import bpf_object
 from .probe import Findings
@@ -327,10 +327,10 @@ class Tracker:
 
     # ------------------------------------------------------------------ events
 
-    def _take_span(self, span: bytes) -> None:
-        """One span of ring records (``RingBuffer.read_spans``): kept (``defer_events``) if it holds only
-        events that may wait, otherwise applied now, after whatever waits."""
-        if self._defer is not None and uniform_stride(span) == EventBatch.STRIDE:
+    def _take_span(self, span: bytes, stride: int) -> None:
+        """One span of ring records and its uniform stride (``RingBuffer.read_spans``): kept
+        (``defer_events``) if it holds only events that may wait, otherwise applied now, after whatever waits."""
+        if self._defer is not None and stride == EventBatch.STRIDE:
             w32 = array("I", span)
             n = len(span) // EventBatch.STRIDE
             if self._defer == "events" and self._inum_frees and self._idle_frees(w32, n):
@@ -456,8 +456,8 @@ class Tracker:
         assert self._briefs is not None
         parts: list[bytes] = []
         stride = BriefBatch.STRIDE
-        for span in self._briefs.read_spans():
-            if uniform_stride(span) == stride:
+        for span, span_stride in self._briefs.read_spans():
+            if span_stride == stride:
                 parts.append(span)
             else:  # a record discarded (its creation taken back meanwhile) or of another size
                 _, records = parse_ring_span(span)
@@ -473,8 +473,10 @@ class Tracker:
             good_rows = [i for i in rows if (batch.kind[i], batch.flag[i]) in self._brief_ok]
             self.stats.bad_records += len(rows) - len(good_rows)
             rows = good_rows
-        ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
-        if rows and self.replica.knows_any(ids, inums):
+        # (by inode number first: a live entry with a record's ns_id has its inode number, and an ns_id
+        # column is a copy more, of 64-bit words)
+        if rows and not self.replica.alive_inums().isdisjoint(batch.inum):
+            ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
             known = [i for i in rows if knows(ids[i] or None, inums[i])]
             if known:
                 rows = sorted(set(rows).difference(known))
@@ -649,8 +651,8 @@ class Tracker:
         self._pending = []
         self._last_drain = time.monotonic()
         if self._events is not None:
-            for span in self._events.read_spans():
-                self._take_span(span)
+            for span, stride in self._events.read_spans():
+                self._take_span(span, stride)
             if self._defer == "events" and self._deferred:
                 self._undefer(self._pending, hold=True)
             if self._briefs is not None:

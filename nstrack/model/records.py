@@ -172,10 +172,28 @@ class BriefBatch(EventBatch):
         if len(data) % self.STRIDE:
             raise RecordError(f"brief records: {len(data)} bytes is not a multiple of {self.STRIDE}")
         self.data = data
-        w64, w32 = array("Q", data), array("I", data)
-        self.ts, self.ns_id, self.end = w64[1::12], w64[2::12], w64[10::12]
-        self.kind, self.flag, self.inum = w32[8::24], w32[9::24], w32[10::24]
-        self.tgid, self.src, self.counted = w32[14::24], w32[15::24], w32[22::24]
+        self._len = len(data) // self.STRIDE
+
+    # Columns are cut when first asked for (serve, under churn, asks for few of them: a copy each), then
+    # kept as attributes: (array type, word of the record) of each
+    _COLUMNS = {"ts": ("Q", 1), "ns_id": ("Q", 2), "end": ("Q", 10), "kind": ("I", 8), "flag": ("I", 9),
+                "inum": ("I", 10), "tgid": ("I", 14), "src": ("I", 15), "counted": ("I", 22)}
+    end: array[int]
+    counted: array[int]
+
+    def __getattr__(self, name: str) -> array[int]:
+        column = self._COLUMNS.get(name)
+        if column is None:
+            raise AttributeError(name)
+        code, word = column
+        words = self.__dict__.get(code)
+        if words is None:
+            words = self.__dict__[code] = array(code, self.data)
+        value = self.__dict__[name] = words[word :: self.STRIDE // words.itemsize]
+        return value
+
+    def __len__(self) -> int:
+        return self._len
 
     def row(self, i: int) -> tuple:
         return BRIEF_ROW.unpack_from(self.data, i * self.STRIDE)[:-3]

@@ -224,9 +224,11 @@ class FakeRing:
     def __init__(self) -> None:
         self.spans: list[bytes] = []
 
-    def read_spans(self) -> list[bytes]:
+    def read_spans(self) -> list[tuple[bytes, int]]:
+        from nstrack.kernel.bpfsys import uniform_stride
+
         spans, self.spans = self.spans, []
-        return spans
+        return [(span, uniform_stride(span)) for span in spans]
 
 
 def event_tracker(generic: bool = True) -> tuple[object, FakeRing]:
