@@ -230,6 +230,9 @@ class FakeRing:
         spans, self.spans = self.spans, []
         return [(span, uniform_stride(span)) for span in spans]
 
+    def waiting(self) -> int:
+        return sum(map(len, self.spans))
+
 
 def event_tracker(generic: bool = True) -> tuple[object, FakeRing]:
     """A Tracker as serve runs it in fentry mode (every type by its hooks: the generic ones of 6.18+,
@@ -488,6 +491,31 @@ def test_pairs_made_in_bpf_are_counted_and_kept_as_tombstones(monkeypatch: pytes
     # lifetimes: BPF's, each once (7010's change says "paired": serve leaves its lifetime to BPF's)
     assert t.replica.brief_life_counts[2:] == [("uts", [0, 0, 1] + [0] * 6, 11 * 10**9 - 400),
                                                ("uts", [1] + [0] * 8, 100), ("uts", [1] + [0] * 8, 100)]
+
+
+def test_serve_is_behind_while_bpf_has_reported_more_than_it_took(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where BPF pairs, serve drains once a second; before a scrape or request it catches up
+    (Service.catch_up) when ``behind``: a ring holds records, BPF's counts moved since they were last
+    taken (a pair whose record the ring had no room for), or creations are held. Not otherwise."""
+    now = [10**9]
+    t, ring, briefs, young = pairing_tracker(monkeypatch, now)
+    assert not t.behind
+    briefs.spans = [young.count_pair(raw(100, 0, UTS, 7001), 350)]
+    assert t.behind  # a record waits
+    t.catch_up()
+    assert not t.behind and t.replica.counters.created == {"uts": 1}
+    young.count_pair(raw(200, 0, UTS, 7002), 400)  # counted in BPF, its record lost
+    assert t.behind
+    t.catch_up()
+    assert not t.behind and t.replica.counters.created == {"uts": 2}
+    ring.spans = [HEADER + raw(300, 0, UTS, 7003)]  # a creation on the events ring (`young` full)
+    assert t.behind
+    t.catch_up()
+    assert not t.behind and t.replica.find_alive("uts", 7003) is not None
+    young.hold(raw(now[0], 0, UTS, 7004))  # held in `young`
+    assert t.behind
+    t.catch_up()
+    assert not t.behind and t.replica.find_alive("uts", 7004) is not None
 
 
 def test_creations_held_in_bpf_are_taken_back_when_due(monkeypatch: pytest.MonkeyPatch) -> None:
