@@ -45,8 +45,8 @@ HEAL_SECONDS = 60.0  # rescan interval in the event modes, where rescans only he
 # Events are consumed at most this often: a burst is taken in one batch instead of one wake-up per
 # record (on 2 cores per-record wake-ups cost a namespace-churning workload ~20% of its rate).
 BATCH_SECONDS = 0.05
-# With defer_events: events are drained this often, and in tracepoint mode a rescan comes early once
-# this many creations wait (bounds memory: 80 bytes each).
+# With defer_events: events are drained this often (where BPF does not pair: PAIR_DRAIN_SECONDS), and in
+# tracepoint mode a rescan comes early once this many creations wait (bounds memory: 80 bytes each).
 DEFER_BATCH_SECONDS = 0.2
 # Where BPF pairs (serve in the event modes) the rings are drained this often, and at once when BPF wakes
 # the reader: it does so for each record written while a ring is a quarter full (WAKE_FRACTION; bpf's

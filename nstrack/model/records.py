@@ -186,10 +186,11 @@ class BriefBatch(EventBatch):
         if column is None:
             raise AttributeError(name)
         code, word = column
-        words = self.__dict__.get(code)
+        cache = self.__dict__
+        words = cache.get("_words_" + code)
         if words is None:
-            words = self.__dict__[code] = array(code, self.data)
-        value = self.__dict__[name] = words[word :: self.STRIDE // words.itemsize]
+            words = cache["_words_" + code] = array(code, self.data)
+        value = cache[name] = words[word :: self.STRIDE // words.itemsize]
         return value
 
     def __len__(self) -> int:

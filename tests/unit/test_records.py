@@ -111,3 +111,24 @@ def test_bpf_type_indexes_are_the_python_order() -> None:
     names = {"NET": "net", "NS": "mnt", "UTS": "uts", "IPC": "ipc", "PID": "pid", "USER": "user", "CGROUP": "cgroup",
              "TIME": "time"}
     assert {names[k]: int(v) for k, v in cases.items()} == {t: i for i, t in enumerate(TYPE_NAMES)}
+
+
+def test_brief_batch_columns_are_the_records_fields() -> None:
+    """BriefBatch cuts each column when first asked for: every one equals the field of each record, as
+    BRIEF_ROW unpacks it, whichever is asked first; an unknown name is an AttributeError."""
+    from nstrack.model.records import BriefBatch
+
+    fields = {"ts": 0, "ns_id": 1, "kind": 3, "flag": 4, "inum": 5, "tgid": 9, "src": 10, "end": 12, "counted": 13}
+    rows = [(10**18 + i, 5000 + i, 77, 1, NET, 4026532000 + i, 4026531837, 0, 300 + i, 400 + i, 6,
+             (b"ip%d" % i).ljust(16, b"\0"), 2 * 10**18 + i, i % 2, 0) for i in range(5)]
+    data = b"".join(struct_mod.pack("<II", BRIEF_ROW.size - 8, 0) + BRIEF_ROW.pack(*r)[8:] for r in rows)
+    for order in (list(fields), list(reversed(fields))):
+        batch = BriefBatch(data)
+        assert len(batch) == 5
+        for name in order:
+            assert list(getattr(batch, name)) == [r[fields[name]] for r in rows], name
+        assert batch.row(3) == rows[3][:12] and batch.comm(4) == rows[4][11]
+    with pytest.raises(AttributeError):
+        BriefBatch(data).nonsense  # noqa: B018
+    with pytest.raises(RecordError):
+        BriefBatch(data[:-1])
