@@ -176,8 +176,9 @@ class BriefBatch(EventBatch):
 
     # Columns are cut when first asked for (serve, under churn, asks for few of them: a copy each), then
     # kept as attributes: (array type, word of the record) of each
-    _COLUMNS: ClassVar[dict[str, tuple[str, int]]] = {"ts": ("Q", 1), "ns_id": ("Q", 2), "end": ("Q", 10), "kind": ("I", 8), "flag": ("I", 9),
-                "inum": ("I", 10), "tgid": ("I", 14), "src": ("I", 15), "counted": ("I", 22)}
+    _COLUMNS: ClassVar[dict[str, tuple[str, int]]] = {
+        "ts": ("Q", 1), "ns_id": ("Q", 2), "end": ("Q", 10), "kind": ("I", 8), "flag": ("I", 9), "inum": ("I", 10),
+        "tgid": ("I", 14), "src": ("I", 15), "counted": ("I", 22)}
     end: array[int]
     counted: array[int]
 
