@@ -172,11 +172,14 @@ def profile_programs(kind: str, mode: str | None) -> dict[str, Any]:
     except OSError as e:  # not root, or a kernel before 5.1: the ratios stand without the profile
         return {"error": f"cannot enable {path}: {e.strerror}"}
     try:
-        with Live(mode) as tracker:
+        live = Live(mode)
+        with live as tracker:
             time.sleep(PAUSE)
-            s0 = tracker.program_stats()
+            assert live.thread is not None
+            reader = time.pthread_getcpuclockid(live.thread.ident)  # type: ignore[arg-type]
+            s0, c0, w0 = tracker.program_stats(), time.clock_gettime(reader), time.monotonic()
             rate = run_workload(kind)
-            s1 = tracker.program_stats()
+            s1, c1, w1 = tracker.program_stats(), time.clock_gettime(reader), time.monotonic()
     finally:
         path.write_text(before)
     ops = rate * SECONDS
@@ -188,7 +191,10 @@ def profile_programs(kind: str, mode: str | None) -> dict[str, Any]:
     ns_per_op = sum(p["runs_per_op"] * p["ns_per_run"] for p in programs.values())
     return {"programs": programs, "ns_per_op": round(ns_per_op),
             # of the time an operation took in this run (itself slowed by the counting)
-            "share_of_op": round(ns_per_op * rate / 1e9, 4)}
+            "share_of_op": round(ns_per_op * rate / 1e9, 4),
+            # the reader's thread CPU over the run, of its wall time: on one CPU (make bench-vm) what it takes
+            # from the workload, whatever the workload does
+            "reader_cpu_share": round((c1 - c0) / (w1 - w0), 5)}
 
 
 def verdict(interval: list[float], target: float, lost: int) -> str:
@@ -241,6 +247,11 @@ def main() -> int:
     modes = [m for m in os.environ.get("NSTRACK_BENCH_MODES", "").split(",") if m] or [findings.decision.mode]
     # serve's tracker, watch's (they differ only where serve defers creations: tracepoint mode on 6.18+)
     configs = [c for c in os.environ.get("NSTRACK_BENCH_CONFIGS", "serve,watch").split(",") if c]
+    # NSTRACK_BENCH_WORKLOADS=fork: one workload, e.g. with more rounds where its interval was wide
+    workloads = [w for w in os.environ.get("NSTRACK_BENCH_WORKLOADS", "churn,fork").split(",") if w]
+    if unknown := set(workloads) - {"churn", "fork"}:
+        print(f"NSTRACK_BENCH_WORKLOADS: unknown workload(s) {sorted(unknown)}; valid: churn, fork", file=sys.stderr)
+        return 2
     result = {
         "kernel": os.uname().release,
         "mode": findings.decision.mode,
@@ -257,12 +268,14 @@ def main() -> int:
                       "64 MiB ring): what the BPF side alone costs the workload",
         },
         "results": [{**measure(kind, mode, config), "mode": mode}
-                    for mode in modes for kind in ("churn", "fork") for config in configs],
+                    for mode in modes for kind in workloads for config in configs],
     }
     if os.environ.get("NSTRACK_BENCH_PROFILE", "1") == "1":
-        # where the BPF side's time goes (the serve rows' mode), per program: for the note, not a target
-        result["bpf_programs_churn"] = {mode: profile_programs("churn", mode) for mode in modes
-                                        if mode in ("fentry", "kprobe")}
+        # where the BPF side's time goes (the serve rows' mode), per program, and the reader's share of the
+        # CPU: for the note, not a target (under fork: which programs run at all on a fork without new namespaces)
+        for kind in workloads:
+            result[f"bpf_programs_{kind}"] = {mode: profile_programs(kind, mode) for mode in modes
+                                              if mode in ("fentry", "kprobe")}
     for r in result["results"]:
         r["target"] = result["targets"][r["workload"]]
         r["meets_target"] = r["ratio"] >= r["target"] and r["lost_events"] == 0 if r["config"] != "unread" else None
@@ -280,13 +293,15 @@ def main() -> int:
               f"{r['rate_with_median']:.0f} vs {r['rate_without_median']:.0f} ops/s, "
               f"lost {r['lost_events']}, nstrack CPU {r['nstrack_cpu_seconds_per_1000_events']} s/1000 events "
               f"(tracker thread {r['tracker_thread_cpu_seconds_per_1000_events']})")
-    for mode, prof in result.get("bpf_programs_churn", {}).items():
-        if "error" in prof:
-            print(f"{mode:<10} BPF programs under churn: not profiled ({prof['error']})")
-            continue
-        print(f"{mode:<10} BPF programs under churn: {prof['ns_per_op']} ns per operation "
-              f"({prof['share_of_op'] * 100:.2f}% of its time): " +
-              ", ".join(f"{n} {p['runs_per_op']}x{p['ns_per_run']} ns" for n, p in prof["programs"].items()))
+    for kind in workloads:
+        for mode, prof in result.get(f"bpf_programs_{kind}", {}).items():
+            if "error" in prof:
+                print(f"{mode:<10} BPF programs under {kind}: not profiled ({prof['error']})")
+                continue
+            print(f"{mode:<10} BPF programs under {kind}: {prof['ns_per_op']} ns per operation "
+                  f"({prof['share_of_op'] * 100:.2f}% of its time): " +
+                  (", ".join(f"{n} {p['runs_per_op']}x{p['ns_per_run']} ns" for n, p in prof["programs"].items())
+                   or "none ran") + f"; the reader's thread {prof['reader_cpu_share'] * 100:.3f}% of the run's wall time")
     print(f"written: {OUT / 'lifecycle.json'}")
     return 0
 
