@@ -6,12 +6,13 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 from .scenario import stop_child
 
@@ -23,9 +24,18 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, port: int, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, port: int, proc: subprocess.Popen[str], log: IO[str] | None = None) -> None:
         self.port, self.proc = port, proc
         self.base = f"http://127.0.0.1:{port}"
+        self._log = log
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines serve wrote (stdout and stderr), for assertion messages."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return "".join(self._log.readlines()[-lines:])
 
     def get(self, path: str, accept: str | None = None) -> tuple[int, str, str]:
         req = urllib.request.Request(self.base + path, headers={"Accept": accept} if accept else {})
@@ -51,24 +61,26 @@ class Served:
 @contextmanager
 def serve(*args: str) -> Iterator[Served]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nstrack", "serve", "--listen", f"127.0.0.1:{port}", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    served = Served(port, proc)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"nstrack serve exited {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}")
-            try:
-                if served.get("/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("nstrack serve did not become healthy in 60 s")
-            time.sleep(0.2)
-        yield served
-    finally:
-        stop_child(proc)
+    # its output to a file, not a pipe: a pipe nobody reads would block serve once full
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nstrack", "serve", "--listen", f"127.0.0.1:{port}", *args],
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+        served = Served(port, proc, log)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"nstrack serve exited {proc.returncode}: {served.log_tail()}")
+                try:
+                    if served.get("/healthz")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nstrack serve did not become healthy in 60 s: {served.log_tail()}")
+                time.sleep(0.2)
+            yield served
+        finally:
+            stop_child(proc)

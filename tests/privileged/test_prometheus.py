@@ -39,6 +39,22 @@ class Prom:
         vec = res["data"]["result"]
         return float(vec[0]["value"][1]) if vec else 0.0
 
+    def wait_value(self, query: str, ok: Any, timeout: float) -> float:
+        """The query's value once ``ok(value)``, or the last one after ``timeout`` seconds (an instant query
+        right after a failed scrape finds no series: 0)."""
+        end = time.monotonic() + timeout
+        while True:
+            v = self.value(query)
+            if ok(v) or time.monotonic() > end:
+                return v
+            time.sleep(0.5)
+
+    def scrapes(self, srv: Served) -> str:
+        """How Prometheus' scrapes of nstrack went, and serve's last lines: for assertion messages."""
+        targets = self.api("targets")["data"]["activeTargets"]
+        state = [{k: t.get(k) for k in ("health", "lastError", "lastScrapeDuration", "lastScrape")} for t in targets]
+        return f"targets: {state}\nserve's log:\n{srv.log_tail()}"
+
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[tuple[Served, Prom]]:
@@ -86,12 +102,14 @@ def alert_queries() -> list[str]:
 
 
 def test_every_query_evaluates(stack: tuple[Served, Prom]) -> None:
-    _, prom = stack
+    srv, prom = stack
     for q in dashboard_queries() + alert_queries():
         res = prom.api("query", query=q)
         assert res["status"] == "success", (q, res)
-    # the live namespace panel has data for every type
-    assert prom.value('count(nstrack_namespaces{job="nstrack"})') == 8
+    # the live namespace panel has data for every type (at the latest scrape: waited for, since one that
+    # timed out, in a loaded VM, leaves none for a moment)
+    count = prom.wait_value('count(nstrack_namespaces{job="nstrack"})', lambda v: v == 8, 30)
+    assert count == 8, prom.scrapes(srv)
     deadline = time.monotonic() + 30
     while True:
         rules = prom.api("rules")["data"]["groups"][0]["rules"]
@@ -103,7 +121,7 @@ def test_every_query_evaluates(stack: tuple[Served, Prom]) -> None:
 
 
 def test_orphan_panel_moves(stack: tuple[Served, Prom]) -> None:
-    _, prom = stack
+    srv, prom = stack
     q = 'sum(nstrack_orphaned_namespaces{job="nstrack",ns_type="net",held_by="mount"})'
     base = prom.value(q)
 
@@ -116,14 +134,12 @@ def test_orphan_panel_moves(stack: tuple[Served, Prom]) -> None:
             time.sleep(0.5)
 
     with bound_netns(3):
-        assert wait_for(base + 3, 15) == base + 3
-        created = prom.value('sum(nstrack_namespaces_created_total{job="nstrack",ns_type="net"})')
-        assert created >= 3
-    assert wait_for(base, ASYNC_FREE_GRACE + 15) == base
+        assert wait_for(base + 3, 15) == base + 3, prom.scrapes(srv)
+        created = prom.wait_value('sum(nstrack_namespaces_created_total{job="nstrack",ns_type="net"})',
+                                  lambda v: v >= 3, 15)
+        assert created >= 3, prom.scrapes(srv)
+    assert wait_for(base, ASYNC_FREE_GRACE + 15) == base, prom.scrapes(srv)
     # the orphan gauge drops when the mounts go; the frees come later (net namespaces are freed by a
     # kernel worker) and reach Prometheus at its next scrape: wait for them too
     destroyed = 'sum(nstrack_namespaces_destroyed_total{job="nstrack",ns_type="net"})'
-    end = time.monotonic() + ASYNC_FREE_GRACE + 15
-    while prom.value(destroyed) < 3 and time.monotonic() < end:
-        time.sleep(0.5)
-    assert prom.value(destroyed) >= 3
+    assert prom.wait_value(destroyed, lambda v: v >= 3, ASYNC_FREE_GRACE + 15) >= 3, prom.scrapes(srv)
