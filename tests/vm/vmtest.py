@@ -654,6 +654,7 @@ class Result:
     errors: int = 0
     mode: str | None = None
     detail: str = ""
+    failures: list[str] = dataclasses.field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -685,6 +686,23 @@ def junit_counts(path: Path) -> tuple[int, int, int, int]:
         skipped += int(suite.get("skipped", 0))
         errors += int(suite.get("errors", 0))
     return total - failed - skipped - errors, failed, skipped, errors
+
+
+def junit_failures(path: Path, limit: int = 20) -> list[str]:
+    """The failed and erred tests of a junit XML file, a line each: its id and the last line of its
+    message (CI prints only vmtest's own lines: a failure must be named there, not only in the console)."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    lines = []
+    for case in root.iter("testcase"):
+        for child in case:
+            if child.tag in ("failure", "error"):
+                message = (child.get("message") or child.text or "").strip().splitlines()
+                where = f"{case.get('classname', '')}::{case.get('name', '')}"
+                lines.append(f"{child.tag} {where}: {message[0][:300] if message else '(no message)'}")
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
 def doctor_mode(path: Path) -> str | None:
@@ -749,7 +767,7 @@ def boot(kernel: Kernel, initrd: Path, out: Path, args: argparse.Namespace) -> R
     passed, failed, skipped, errors = junit_counts(out / "junit.xml")
     return Result(
         kernel.series, release, status, exit_code, t.seconds, passed, failed, skipped, errors,
-        doctor_mode(out / "doctor.json"), detail,
+        doctor_mode(out / "doctor.json"), detail, junit_failures(out / "junit.xml"),
     )  # fmt: skip
 
 
@@ -866,12 +884,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{kernel.series}: {result.status.upper()} {result.release} exit={result.exit} {counts} "
                 f"({result.seconds:.1f}s){' - ' + result.detail if result.detail else ''}"
             )
+            for line in result.failures:
+                log(f"{kernel.series}:   {line}")
         summary = {r.release: r.summary() for r in results}
         (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     bad = [r for r in results if r.status != "ok"]
     log(f"summary: {args.out / 'summary.json'}; total {total.seconds:.0f}s")
     for r in bad:
         log(f"FAILED on kernel {r.release} ({r.series}): {r.status}: {r.detail}; console log {args.out / r.series / 'console.log'}")
+        for line in r.failures:
+            log(f"  {line}")
     return 1 if bad else 0
 
 
