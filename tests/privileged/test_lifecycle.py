@@ -7,6 +7,7 @@ while a holder remains; exactly one `destroyed` after the last holder goes, with
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -301,7 +302,7 @@ def test_serve_reads_a_burst_before_the_ring_fills(mode: str | None) -> None:
             stop.set()
             reader.join()
         tracker.catch_up()
-        gaps = [b[0] - a[0] for a, b in zip(drains, drains[1:])]
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(drains)]
         why = (f"{10_000 / took:.0f} pairs a second for {took:.1f} s; {len(drains)} drains, longest gap "
                f"{max(gaps, default=0):.2f} s, fullest ring {max((w for _, w in drains), default=0) / RING:.0%}")
         assert tracker.stats.lost_events == 0, why
