@@ -38,3 +38,13 @@ def test_no_junit_no_failures(tmp_path: Path) -> None:
     assert vmtest.junit_failures(tmp_path / "absent.xml") == []
     (tmp_path / "cut.xml").write_text("<testsuites><testsuite")
     assert vmtest.junit_failures(tmp_path / "cut.xml") == []
+
+
+def test_summary_names_the_failures(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    path.write_text(JUNIT)
+    result = vmtest.Result("7.2", "7.2.13", "failed", 1, 10.0, *vmtest.junit_counts(path),
+                           failures=vmtest.junit_failures(path))
+    summary = result.summary()
+    assert (summary["passed"], summary["failed"], summary["status"]) == (2, 1, "failed")
+    assert summary["failures"] == vmtest.junit_failures(path) and len(result.failures) == 2

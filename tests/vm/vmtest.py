@@ -667,6 +667,7 @@ class Result:
             "seconds": round(self.seconds, 1),
             "exit": self.exit,
             "status": self.status,
+            "failures": self.failures,
         }
 
 
@@ -689,7 +690,7 @@ def junit_counts(path: Path) -> tuple[int, int, int, int]:
 
 
 def junit_failures(path: Path, limit: int = 20) -> list[str]:
-    """The failed and erred tests of a junit XML file, a line each: its id and the last line of its
+    """The failed and erred tests of a junit XML file, a line each: its id and the first line of its
     message (CI prints only vmtest's own lines: a failure must be named there, not only in the console)."""
     try:
         root = ET.parse(path).getroot()
