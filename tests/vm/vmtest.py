@@ -671,13 +671,18 @@ class Result:
         }
 
 
+def junit_root(path: Path) -> ET.Element | None:
+    """The root of a junit XML file, None if absent or unreadable (a guest cut short)."""
+    try:
+        return ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+
+
 def junit_counts(path: Path) -> tuple[int, int, int, int]:
     """(passed, failed, skipped, errors) from a junit XML file, zeros if absent or unreadable."""
-    if not path.is_file():
-        return 0, 0, 0, 0
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError:
+    root = junit_root(path)
+    if root is None:
         return 0, 0, 0, 0
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     total = failed = skipped = errors = 0
@@ -692,9 +697,8 @@ def junit_counts(path: Path) -> tuple[int, int, int, int]:
 def junit_failures(path: Path, limit: int = 20) -> list[str]:
     """The failed and erred tests of a junit XML file, a line each: its id and the first line of its
     message (CI prints only vmtest's own lines: a failure must be named there, not only in the console)."""
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
+    root = junit_root(path)
+    if root is None:
         return []
     lines = []
     for case in root.iter("testcase"):
