@@ -16,12 +16,13 @@ DEB_PKGS := clang llvm libbpf1 libbpf-dev bpftool util-linux iproute2 python3-ve
             podman runc mmdebstrap
 LISTEN ?= 127.0.0.1:9864
 
-.PHONY: help setup deps bpf venv run test test-unit test-host vmtest bench bench-vm clean doctor
+.PHONY: help setup deps bpf venv run test test-unit test-host vmtest bench bench-vm clean doctor lint
 
 help:
 	@echo "make run    - set up, then run the main job on this host (needs root)"
 	@echo "make test   - set up, then the whole test suite: unit, privileged on this host, kernel matrix"
 	@echo "make setup  - Debian packages, .venv with nstrack installed editable, BPF objects"
+	@echo "make lint   - ruff (its defaults, pinned version) and mypy --strict; zero findings wanted"
 	@echo "make bench  - benchmarks, JSON results under build/bench/"
 	@echo "make vmtest - only the kernel matrix (QEMU)"
 	@echo "make bench-vm - the lifecycle benchmark in each kernel of the matrix (fentry, kprobe)"
@@ -49,6 +50,16 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 bpf: $(BPF_OBJ)
+
+# The linters, pinned in pyproject.toml's `lint` extra (a new ruff changes its default rules).
+$(VENV)/.lint-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[lint]' --config-settings editable_mode=compat
+	@touch $@
+
+LINT_PY := nstrack tests dashboards deploy
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/ruff check $(LINT_PY)
+	$(VENV)/bin/mypy --strict nstrack tests/vm/vmtest.py
 
 $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/vmlinux.h $(wildcard bpf/*.h) | deps
 	@mkdir -p $(BPF_OUT)

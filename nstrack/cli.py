@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .model.nstypes import MODES, TYPE_NAMES
@@ -22,7 +23,7 @@ class _Formatter(argparse.HelpFormatter):
 
     def __init__(self, prog: str) -> None:
         try:
-            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size((sys.__stdout__ or sys.stdout).fileno()).columns
         except (ValueError, OSError, AttributeError):
             width = 80
         super().__init__(prog, width=max(width - 2, 20))
@@ -33,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-    def error(self, message: str) -> None:  # argparse exits 2 already; keep its message format
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 already; keep its message format
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 

@@ -51,7 +51,7 @@ class Config(BaseModel):
     @field_validator("mode")
     @classmethod
     def _mode(cls, v: str | None) -> str | None:
-        from .model.mode import MODES
+        from .model.nstypes import MODES
 
         if v is not None and v not in MODES:
             raise ValueError(f"unknown mode {v!r}; valid modes: {', '.join(MODES)}")

@@ -10,14 +10,15 @@ import logging
 import threading
 import time
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from .config import Config
 from .kernel.probe import Findings
 from .kernel.tracker import Tracker, settle_after_start
 from .model.holders import Entry, aggregate
-from .model.replica import Change, boot_ns
+from .model.records import boot_ns
+from .model.replica import Change
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class Lifetimes:
     """Histogram of the lifetimes of destroyed namespaces, per type (only those seen being created)."""
 
     buckets: dict[str, list[int]] = field(default_factory=dict)
-    sums: Counter[str] = field(default_factory=Counter)
+    sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # seconds
     counts: Counter[str] = field(default_factory=Counter)
 
     def observe(self, type_: str, seconds: float) -> None:
@@ -180,7 +181,7 @@ class Service:
                         self._scan_holders()
                     self.tracker.replica.expire(boot_ns())
                     self.last_poll = time.monotonic()
-            except Exception as exc:  # noqa: BLE001 - reported by /healthz, never silent
+            except Exception as exc:
                 log.exception("tracker failed")
                 with self.lock:
                     self.error = f"{type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ import mmap
 import os
 import struct
 from collections.abc import Callable
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -42,7 +43,7 @@ class BPFError(OSError):
         super().__init__(err, f"{op}: {errno_name(err)} ({os.strerror(err)})")
 
     def __str__(self) -> str:
-        text = f"{self.op}: {errno_name(self.errno)} ({os.strerror(self.errno)})"
+        text = f"{self.op}: {errno_name(self.errno)} ({os.strerror(self.errno or 0)})"
         hint = ERRNO_HINTS.get(self.errno or 0)
         if hint:
             text += f"; {hint}"
@@ -96,7 +97,7 @@ def parse_ring_span(span: bytes, records: bool = True) -> tuple[int, list[bytes]
     return end, out
 
 
-def parse_ring_rows(span: bytes, row: struct.Struct) -> tuple[int, list[tuple], int]:
+def parse_ring_rows(span: bytes, row: struct.Struct) -> tuple[int, list[tuple[Any, ...]], int]:
     """As ``parse_ring_span``, but each record unpacked with ``row``, a layout that starts with the
     8-byte record header as padding (``<8x...``): (end, the tuples, how many committed records had
     another size and were left out)."""
@@ -115,7 +116,7 @@ def uniform_stride(span: bytes) -> int:
     return 0
 
 
-def _parse(span: bytes, records: bool, row: struct.Struct | None) -> tuple[int, list, int]:
+def _parse(span: bytes, records: bool, row: struct.Struct | None) -> tuple[int, list[Any], int]:
     if len(span) < RINGBUF_HDR:
         return 0, [], 0
     stride = uniform_stride(span)
@@ -131,7 +132,8 @@ def _parse(span: bytes, records: bool, row: struct.Struct | None) -> tuple[int, 
         if layout is None:
             layout = _UNIFORM[first] = struct.Struct(f"<II{first}s{stride - first - RINGBUF_HDR}x")
         return len(span), [r[2] for r in layout.iter_unpack(span)], 0
-    end, out, other = 0, [], 0
+    end, other = 0, 0
+    out: list[Any] = []  # bytes of each record, or (``row``) its tuple
     while end + RINGBUF_HDR <= len(span):
         length = int.from_bytes(span[end : end + 4], "little")
         if length & RINGBUF_BUSY:  # reserved, not yet committed
@@ -212,7 +214,7 @@ class RingBuffer:
         read in (8-byte headers included; see ``parse_ring_rows``), each with its ``uniform_stride``."""
         return self._read(spans=True)
 
-    def _read(self, spans: bool) -> list:
+    def _read(self, spans: bool) -> list[Any]:
         """Copies the waiting span in one go and finds how far its records are committed, then copies
         that part once more and takes the records from the second copy: a record's data is only read
         after its header said it was committed (the first copy may have read data before the producer
@@ -221,7 +223,7 @@ class RingBuffer:
         if not self._open:
             raise BPFError(errno_mod.EBADF, "ring buffer closed")
         cons_pos = ctypes.c_uint64.from_address(self._cons)
-        out: list = []
+        out: list[Any] = []  # records (bytes), or (``spans``) (span, stride) pairs
         while True:
             cons = cons_pos.value
             prod = ctypes.c_uint64.from_address(self._prod).value

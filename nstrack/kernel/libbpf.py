@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .bpfsys import (  # noqa: F401  (re-exported: this module is the binding's front)
     ERRNO_HINTS,
@@ -238,7 +238,7 @@ class VmlinuxBTF:
             lib().btf__free(self._ptr)
             self._ptr = None
 
-    def __enter__(self) -> VmlinuxBTF:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -637,12 +637,13 @@ class BPFObject:
         ptr = lib().bpf_map__initial_value(m._ptr, ctypes.byref(size))
         if not ptr:
             raise BPFError(errno_mod.EINVAL, f"{self.path.name}: {section} not writable")
-        arr = (ctypes.c_char * size.value).from_address(ptr)
         for name, value in values.items():
             if name not in layout:
                 raise BPFError(errno_mod.ENOENT, f"{self.path.name}: no global {name!r} in {section}")
             off, width = layout[name]
-            arr[off : off + width] = int(value).to_bytes(width, "little", signed=value < 0)
+            if off + width > size.value:
+                raise BPFError(errno_mod.EINVAL, f"{self.path.name}: global {name!r} lies outside {section}")
+            ctypes.memmove(ptr + off, int(value).to_bytes(width, "little", signed=value < 0), width)
 
     def read_global(self, name: str, section: str = ".bss") -> int:
         """Read an integer global of a loaded object from the kernel's copy of its section.
@@ -700,7 +701,7 @@ class BPFObject:
             lib().bpf_object__close(self._ptr)
             self._ptr = None
 
-    def __enter__(self) -> BPFObject:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..model import mode as modes
 from . import hooks, host
-from .libbpf import BPFError, BPFLink, BPFObject, BPFProgram, VmlinuxBTF, errno_name, libbpf_version
+from .bpfsys import errno_name
+from .libbpf import BPFError, BPFLink, BPFObject, BPFProgram, VmlinuxBTF, libbpf_version
 from .objects import bpf_object
 
 PROBE_FUNCTION = "ksys_unshare"  # in BTF and kallsyms since 4.17; unshare(0) reaches it and creates nothing
@@ -128,7 +129,7 @@ def _run_probe(
     return ProbeResult(True, "loaded, attached and ran", None, dt)
 
 
-def _hits(obj: BPFObject, _link: BPFLink | None, action: Callable[[], None]) -> bool:
+def _hits(obj: BPFObject, _link: BPFLink | None, action: Callable[[], object]) -> bool:
     action()
     return obj.read_global("hits") > 0
 

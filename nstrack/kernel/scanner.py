@@ -13,23 +13,40 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from ..model.records import (
-    FileRecord, MountRecord, NSRecord, TaskRecord, boot_ns, decode_files, decode_ns_records, decode_tasks,
+    FileRecord,
+    MountRecord,
+    NSRecord,
+    TaskRecord,
+    boot_ns,
+    decode_files,
+    decode_ns_records,
+    decode_tasks,
 )
 from .bpfsys import BPFError
 from .mounts import nsfs_mounts
-from .owners import openable_paths, resolve_links
 from .objects import bpf_object
+from .owners import openable_paths, resolve_links
 from .procscan import proc_scan
 
 
 class Scan:
     """One scan's result (a plain class: `nstrack ls` starts faster without the dataclasses module)."""
 
-    __slots__ = ("start_ns", "seconds", "namespaces", "tasks", "complete", "method", "files", "mounts",
-                 "holders_scanned", "incomplete_reasons")
+    __slots__ = (
+        "complete",
+        "files",
+        "holders_scanned",
+        "incomplete_reasons",
+        "method",
+        "mounts",
+        "namespaces",
+        "seconds",
+        "start_ns",
+        "tasks",
+    )
 
     def __init__(self, start_ns: int, seconds: float, namespaces: list[NSRecord], tasks: list[TaskRecord],
                  complete: bool, method: str, files: list[FileRecord] | None = None,
@@ -267,7 +284,7 @@ class Scanner(_Scans):
     def close(self) -> None:
         self._obj.close()
 
-    def __enter__(self) -> Scanner:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -352,8 +369,9 @@ class PinnedScanner(_Scans):
         return self._run(self._files_prog, "pinned scan_files")
 
     def close(self) -> None:
-        if getattr(self, "_rb", None) is not None:
-            self._rb.close()
+        rb = getattr(self, "_rb", None)
+        if rb is not None:
+            rb.close()
             self._rb = None
         for fd in self._fds:
             os.close(fd)
@@ -362,7 +380,7 @@ class PinnedScanner(_Scans):
             os.close(self._dir)  # and the lock with it
             self._dir = -1
 
-    def __enter__(self) -> PinnedScanner:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -396,5 +414,5 @@ def procfs_scan() -> Scan:
             namespaces.append(NSRecord(m.type, m.inum, None, 0, 0, None))
     namespaces = resolve_links(namespaces, openable_paths(tasks, [], mounts))
     return Scan(start, time.perf_counter() - t0, namespaces, tasks, False, "procfs", [], mounts, True,
-                ["no BPF: /proc only (like lsns); namespaces held only by fds of processes, sockets, "
-                 "child namespaces or kernel references are missed, and no creators are known"])
+                [("no BPF: /proc only (like lsns); namespaces held only by fds of processes, sockets, "
+                  "child namespaces or kernel references are missed, and no creators are known")])

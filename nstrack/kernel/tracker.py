@@ -24,12 +24,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import sub
+from typing import Self
 
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    BRIEF_COMM, BRIEF_STATS, COMM_KEY, EV_CREATED, EV_DESTROYED, EVENT, EVENT_ROW, SOURCES, TASK_SOURCES,
-    TYPE_OF_FLAG, BriefBatch, EventBatch, NSRecord, boot_ns, check_rows, comm_text, events_of_rows,
+    BRIEF_COMM,
+    BRIEF_STATS,
+    COMM_KEY,
+    EV_CREATED,
+    EV_DESTROYED,
+    EVENT,
+    EVENT_ROW,
+    SOURCES,
+    TASK_SOURCES,
+    TYPE_OF_FLAG,
+    BriefBatch,
+    EventBatch,
+    NSRecord,
+    Row,
+    boot_ns,
+    check_rows,
+    comm_text,
+    events_of_rows,
 )
 from ..model.replica import Change, Replica, pair_events, pair_keys, pick
 from . import hooks
@@ -319,7 +336,7 @@ class Tracker:
             self._epoll = None
         self._events = self._briefs = self._young = self._brief_comms = None
 
-    def __enter__(self) -> Tracker:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -368,7 +385,7 @@ class Tracker:
         self.stats.other_inum_frees += n
         return True
 
-    def _apply_rows(self, rows: list[tuple], changes: list[Change]) -> None:
+    def _apply_rows(self, rows: list[Row], changes: list[Change]) -> None:
         """Apply a batch of event records (EVENT tuples), appending what changed to ``changes``."""
         rows, bad = check_rows(rows)
         stats = self.stats
@@ -480,7 +497,7 @@ class Tracker:
             known = [i for i in rows if knows(ids[i] or None, inums[i])]
             if known:
                 rows = sorted(set(rows).difference(known))
-                events: list[tuple] = []
+                events: list[Row] = []
                 for i in known:
                     r = batch.row(i)
                     free = SRC_TREE_REMOVE if SOURCES.get(r[10]) == "tree_add" else SRC_FREE

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .nstypes import MODES, TYPE_NAMES  # noqa: F401  (MODES lives with the light constants)
+from .nstypes import MODES, TYPE_NAMES
 
 PROBES: tuple[str, ...] = ("btf", "fentry", "kprobe", "tp_btf", "tracepoint", "iter", "ringbuf", "bpf_loop")
 ALL_HOOKED: frozenset[str] = frozenset(TYPE_NAMES)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import time
 from array import array
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from .nstypes import BY_FLAG, format_name
 
@@ -41,6 +41,10 @@ MEMBER_TYPES = tuple(type_ for type_, _ in SLOTS[:8])
 ROLE = {fname: fname if fname.endswith("_for_children") else "member" for _, fname in SLOTS}  # holder role per slot
 assert all(fname == type_ for type_, fname in SLOTS[:8]) and SLOTS[8] == ("pid", "pid_for_children") \
     and SLOTS[9] == ("time", "time_for_children")
+
+
+# One record unpacked by a struct layout (EVENT_ROW, BRIEF_ROW, ...): its fields, in the layout's order.
+Row = tuple[Any, ...]
 
 
 class RecordError(ValueError):
@@ -117,11 +121,11 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def row(self, i: int) -> tuple:
+    def row(self, i: int) -> Row:
         """Record ``i`` as an EVENT tuple."""
         return EVENT_ROW.unpack_from(self.data, i * self.STRIDE)
 
-    def rows(self) -> list[tuple]:
+    def rows(self) -> list[Row]:
         """Every record as an EVENT tuple, in order."""
         return list(EVENT_ROW.iter_unpack(self.data))
 
@@ -197,14 +201,14 @@ class BriefBatch(EventBatch):
     def __len__(self) -> int:
         return self._len
 
-    def row(self, i: int) -> tuple:
+    def row(self, i: int) -> Row:
         return BRIEF_ROW.unpack_from(self.data, i * self.STRIDE)[:-3]
 
-    def rows(self) -> list[tuple]:
+    def rows(self) -> list[Row]:
         return [r[:-3] for r in BRIEF_ROW.iter_unpack(self.data)]
 
 
-def check_rows(rows: list[tuple]) -> tuple[list[tuple], int]:
+def check_rows(rows: list[Row]) -> tuple[list[Row], int]:
     """The well-formed EVENT tuples of a batch (known kind and type flag; only a free may come without
     a type), and how many were not. One pass over the batch when all are well formed."""
     if all(_valid_kind_flag(k, f) for k, f in {(r[3], r[4]) for r in rows}):
@@ -217,7 +221,7 @@ def _valid_kind_flag(kind: int, flag: int) -> bool:
     return kind in _KINDS and (flag in _NAME_OF_FLAG or (flag == 0 and kind == EV_DESTROYED))
 
 
-def events_of_rows(rows: list[tuple]) -> list[Event]:
+def events_of_rows(rows: list[Row]) -> list[Event]:
     """Events of checked EVENT tuples (``check_rows``), each built without its Python-level ``__new__``."""
     new, kinds, names, comms, sources = tuple.__new__, _KINDS, _NAME_OF_FLAG, _COMMS, SOURCES
     out: list[Event] = []

@@ -35,11 +35,21 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import itemgetter, sub
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from .nstypes import format_name
 from .records import (
-    BRIEF_COMM, EV_CREATED, TYPE_OF_FLAG, BriefBatch, Event, EventBatch, NSRecord, boot_ns, comm_text, events_of_rows,
+    BRIEF_COMM,
+    EV_CREATED,
+    TYPE_OF_FLAG,
+    BriefBatch,
+    Event,
+    EventBatch,
+    NSRecord,
+    Row,
+    boot_ns,
+    comm_text,
+    events_of_rows,
 )
 
 Key = tuple[object, ...]
@@ -300,7 +310,7 @@ class Replica:
         self._remove(cur, ev.ts_ns, "event")
         changes.append(_new(Change, ("destroyed", cur, "event")))
 
-    def settle(self, batch: EventBatch, alive_ids: AbstractSet[int], scan_start_ns: int) -> tuple[list[Change], int]:
+    def settle(self, batch: EventBatch, alive_ids: AbstractSet[int | None], scan_start_ns: int) -> tuple[list[Change], int]:
         """Apply creations held back until a complete scan (``Tracker(defer_events=True)``).
 
         ``batch``: ``created`` events that carry an ns_id, in ring order; ``alive_ids``: the ns_ids the
@@ -318,7 +328,7 @@ class Replica:
             return [], 0
         ids, ts, flags = batch.ns_id, batch.ts, batch.flag
         lo = min(ids)  # ns_ids only grow: alive ones below the batch's smallest are not in it
-        wanted = {a for a in alive_ids if a >= lo}
+        wanted = {a for a in alive_ids if a is not None and a >= lo}
         live = {i for i, nid in enumerate(ids) if nid in wanted} if wanted else set()  # applied as events
         if max(ts) >= scan_start_ns:
             live.update(i for i, t in enumerate(ts) if t >= scan_start_ns)
@@ -440,7 +450,7 @@ class Replica:
             self._brief_count -= len(brief.popleft()[1])
         self.version += 1
 
-    def _brief_records(self) -> Iterator[tuple[tuple, int, str]]:
+    def _brief_records(self) -> Iterator[tuple[Row, int, str]]:
         """(EVENT tuple, destroyed_ns, destroyed_by) of the newest ``tombstone_max`` brief tombstones,
         newest first."""
         left = self.tombstone_max
@@ -453,7 +463,7 @@ class Replica:
                     left -= 1
                     yield row, died if isinstance(died, int) else died[k], by
 
-    def _brief_namespace(self, row: tuple, destroyed_ns: int, by: str) -> Namespace:
+    def _brief_namespace(self, row: Row, destroyed_ns: int, by: str) -> Namespace:
         ev = events_of_rows([row])[0]
         creator = _new(Creator, (ev.pid, ev.tgid, ev.comm, ev.cgroup_id)) if ev.tgid else None
         return Namespace(ev.type, ev.inum, ev.ns_id, 0, ev.owner_inum, ev.parent_inum, ev.ts_ns, ev.ts_ns, creator,
@@ -530,7 +540,7 @@ class Replica:
             self._brief_count -= gone
             dropped += gone
         while self.tombstones:
-            key, ns = next(iter(self.tombstones.items()))
+            ns = next(iter(self.tombstones.values()))
             if ns.destroyed_ns is not None and ns.destroyed_ns < limit:
                 self.tombstones.popitem(last=False)
                 dropped += 1
@@ -539,7 +549,10 @@ class Replica:
         return dropped
 
 
-def pick(column: Sequence[int], rows: Sequence[int]) -> Sequence[int]:
+_T = TypeVar("_T")
+
+
+def pick(column: Sequence[_T], rows: Sequence[int]) -> Sequence[_T]:
     """``column[i]`` for every i in ``rows``, in order."""
     if len(rows) > 1:
         return itemgetter(*rows)(column)  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
@@ -106,7 +106,7 @@ class Snapshot(BaseModel):
 
 
 def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def entry_model(e: holders.Entry, scan_time: float) -> NamespaceEntry:
@@ -238,8 +238,10 @@ def entry_json(e: holders.Entry, scan_time: float, boot_offset: float, memo: dic
     if c is None:
         creator = "null"
     else:
-        creator = memo.get(id(c))
-        if creator is None:
+        known = memo.get(id(c))
+        if known is not None:
+            creator = known
+        else:
             creator = memo[id(c)] = (f'{{"pid":{c.pid},"tgid":{c.tgid},"comm":{_STR(c.comm)},'
                                      f'"cgroup_id":{c.cgroup_id}}}')
     created = f'"{_iso(boot_offset + e.created_ns / 1e9)}"' if e.created_ns is not None else "null"

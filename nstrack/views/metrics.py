@@ -19,14 +19,17 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
-    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
 )
 from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..model.holders import Entry
-from ..model.mode import MODES
-from ..model.nstypes import TYPE_NAMES
+from ..model.nstypes import MODES, TYPE_NAMES
 from ..model.replica import wall_time
 
 if TYPE_CHECKING:

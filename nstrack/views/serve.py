@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _term)
     bound = service.tracker.free_latency_bound
-    logging.info("serving %s://%s/ (mode %s, %d namespaces; frees %s)", "https" if web.tls_server_config else "http",
+    logging.getLogger("nstrack.serve").info("serving %s://%s/ (mode %s, %d namespaces; frees %s)", "https" if web.tls_server_config else "http",
                  config.listen, service.mode,
                  len(service.tracker.replica),
                  f"within {bound:g} s (rescans)" if bound else "as they happen")

@@ -7,14 +7,13 @@ import json
 import os
 import sys
 import time
-
 from typing import TYPE_CHECKING, Any
 
 from ..model.nstypes import UnknownNamespaceType, format_name, parse_name
 
 if TYPE_CHECKING:
-    from ..model.holders import Entry
     from ..kernel.scanner import Scan
+    from ..model.holders import Entry
 
 # nsfs inode numbers: fixed ones for init namespaces just below PROC_DYNAMIC_FIRST (0xF0000000),
 # dynamic ones above; ns_ids (6.18+) are small counters. So large numbers are inums.
@@ -230,7 +229,7 @@ def cmd_show(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        scan, entries = entries_now(args.mode, not args.no_cache)
+        _, entries = entries_now(args.mode, not args.no_cache)
     except ScanError as exc:
         print(f"nstrack show: {exc}", file=sys.stderr)
         return 1

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .lsns import newest_lsns, system_lsns
@@ -80,7 +80,6 @@ def lsns_set(out: str) -> set[tuple[str, int]]:
 
 def measure_level(procs: int, fd_held: int, tools: dict[str, list[str]]) -> dict[str, Any]:
     from nstrack.kernel.scanner import Scanner
-
     from tests.privileged.serving import serve
 
     outputs: dict[str, str] = {}

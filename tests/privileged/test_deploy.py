@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import http.client
+import os
 import shutil
 import ssl
 import subprocess
@@ -68,6 +68,7 @@ def test_tls_and_basic_auth() -> None:
         web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": str(cert), "key_file": str(key)},
                                        "basic_auth_users": {"prom": hashed}}))
         import nstrack.views.http  # noqa: F401  (the server module must import cleanly)
+
         from .serving import free_port
 
         port = free_port()

@@ -330,7 +330,7 @@ def test_lost_events_are_counted_and_healed(defer: bool) -> None:
         kernel = {(r.type, r.inum) for r in scan.namespaces}
         replica = {(n.type, n.inum) for n in tracker.replica.alive.values()}
         assert kernel <= replica, f"alive in the kernel, missing from the replica: {sorted(kernel - replica)[:5]}"
-        uts = lambda s: {x for x in s if x[0] == "uts"}  # noqa: E731
+        uts = lambda s: {x for x in s if x[0] == "uts"}
         assert uts(replica) == uts(kernel), "the flood's freed uts namespaces must not survive the heal"
         if scan.complete:  # 6.18+: the in-kernel lists are the whole truth
             assert replica == kernel
@@ -350,9 +350,8 @@ def test_watch_json_and_type_filter() -> None:
         assert proc.stderr is not None and proc.stdout is not None
         banner = proc.stderr.readline()
         assert "mode" in banner, banner
-        with make_namespace("unshare", "uts") as made:
-            with make_namespace("unshare", "ipc"):
-                time.sleep(1.0)
+        with make_namespace("unshare", "uts") as made, make_namespace("unshare", "ipc"):
+            time.sleep(1.0)
         # until our namespace's free is printed (watch prints a line at a time), not for a fixed time: a
         # loaded VM took longer than 6 s; then stopped as Ctrl-C stops it
         for line in proc.stdout:

@@ -50,5 +50,5 @@ def test_prometheusrule_equals_the_alert_file() -> None:
     assert committed["spec"] == yaml.safe_load((K8S.parent.parent / "dashboards" / "alerts.yml").read_text())
     kust = docs("kustomization.yaml")[0]
     assert set(kust["resources"]) == {"namespace.yaml", "daemonset.yaml", "service.yaml", "prometheusrule.yaml"}
-    sm = [d for d in docs("service.yaml") if d["kind"] == "ServiceMonitor"][0]
+    sm = next(d for d in docs("service.yaml") if d["kind"] == "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"

@@ -10,8 +10,17 @@ import pytest
 from nstrack.kernel.libbpf import struct_layout
 from nstrack.kernel.objects import bpf_object
 from nstrack.model.records import (
-    BRIEF_ROW, BRIEF_STATS, COMM_KEY, EVENT, FILE_RECORD, NS_RECORD, TASK_RECORD, RecordError, decode_event,
-    decode_ns_record, decode_tasks,
+    BRIEF_ROW,
+    BRIEF_STATS,
+    COMM_KEY,
+    EVENT,
+    FILE_RECORD,
+    NS_RECORD,
+    TASK_RECORD,
+    RecordError,
+    decode_event,
+    decode_ns_record,
+    decode_tasks,
 )
 
 NET, USER = 0x40000000, 0x10000000

@@ -61,7 +61,7 @@ def test_event_after_scan_merges_into_the_scanned_namespace() -> None:
     assert s.via == "startup" and s.ns.learned_by == "scan"
     assert r.apply(ev("created", 5, 90)) == []  # it happened before the scan finished: same one
     assert s.ns.creator is not None and s.ns.created_ns == 90 and len(r) == 1
-    [s2] = Replica().reconcile([rec(6, ns_id=60)], 100, startup=True)
+    [_] = Replica().reconcile([rec(6, ns_id=60)], 100, startup=True)
     r2 = Replica()
     r2.reconcile([rec(6, ns_id=60)], 100, startup=True)
     assert r2.apply(ev("created", 6, 90, ns_id=60)) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -145,8 +146,8 @@ def test_fast_snapshot_dict_equals_the_pydantic_document() -> None:
     files = [FileRecord(2, 7, "nsfs", "net", FD_NET), FileRecord(2, 8, "socket", "net", SOCK_NET)]
     mounts = [MountRecord(1, "/run/netns/blue", "net", BOUND_NET)]
     tasks = [task(1), task(2, comm="holder")]
-    kw = dict(kernel="6.18", mode="tracepoint", method="ns-lists", complete=False,
-              incomplete_reasons=["why"], scan_time=1_700_000_000.25)
+    kw = {"kernel": "6.18", "mode": "tracepoint", "method": "ns-lists", "complete": False,
+          "incomplete_reasons": ["why"], "scan_time": 1_700_000_000.25}
     model = build(**kw, namespaces=NAMESPACES, tasks=tasks, files=files, mounts=mounts, replica=replica,
                   free_latency=2.0)  # type: ignore[arg-type]
     entries = aggregate(NAMESPACES, tasks, files, mounts, replica=replica)
@@ -263,7 +264,7 @@ def test_entry_json_equals_entry_dict() -> None:
 def test_iso_times_as_pydantic_writes_them() -> None:
     """snapshot._iso (fast, for /namespaces) against datetime, whose rounding pydantic's output has."""
     import random
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pydantic import TypeAdapter
 
@@ -275,7 +276,7 @@ def test_iso_times_as_pydantic_writes_them() -> None:
     stamps += [rng.randint(1_600_000_000, 1_900_000_000) + rng.randint(0, 999_999) / 1e6 for _ in range(2000)]
     dump = TypeAdapter(datetime).dump_python
     for ts in stamps:
-        assert _iso(ts) == dump(datetime.fromtimestamp(ts, timezone.utc), mode="json"), ts
+        assert _iso(ts) == dump(datetime.fromtimestamp(ts, UTC), mode="json"), ts
 
 
 def test_ls_json_text_is_what_json_writes() -> None:

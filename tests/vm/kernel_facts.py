@@ -32,16 +32,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-FUNCTIONS: tuple[str, ...] = tuple(
-    """
-    __ns_tree_add_raw __ns_tree_remove copy_net_ns __put_net cleanup_net net_free net_alloc setup_net
-    create_user_ns free_user_ns __put_user_ns copy_mnt_ns alloc_mnt_ns free_mnt_ns mnt_ns_release
-    put_mnt_ns copy_utsname clone_uts_ns free_uts_ns copy_ipcs free_ipc_ns free_ipc put_ipc_ns
-    copy_pid_ns create_pid_namespace free_pid_ns delayed_free_pidns put_pid_ns copy_cgroup_ns
-    alloc_cgroup_ns free_cgroup_ns copy_time_ns clone_time_ns free_time_ns proc_alloc_inum
-    proc_free_inum ns_free_inum ns_alloc_inum __ns_common_init ns_common_init ns_common_free
-    unshare_nsproxy_namespaces create_new_namespaces switch_task_namespaces free_nsproxy
-    """.split()
+FUNCTIONS: tuple[str, ...] = (
+    "__ns_tree_add_raw", "__ns_tree_remove", "copy_net_ns", "__put_net", "cleanup_net", "net_free", "net_alloc",
+    "setup_net", "create_user_ns", "free_user_ns", "__put_user_ns", "copy_mnt_ns", "alloc_mnt_ns",
+    "free_mnt_ns", "mnt_ns_release", "put_mnt_ns", "copy_utsname", "clone_uts_ns", "free_uts_ns", "copy_ipcs",
+    "free_ipc_ns", "free_ipc", "put_ipc_ns", "copy_pid_ns", "create_pid_namespace", "free_pid_ns",
+    "delayed_free_pidns", "put_pid_ns", "copy_cgroup_ns", "alloc_cgroup_ns", "free_cgroup_ns", "copy_time_ns",
+    "clone_time_ns", "free_time_ns", "proc_alloc_inum", "proc_free_inum", "ns_free_inum", "ns_alloc_inum",
+    "__ns_common_init", "ns_common_init", "ns_common_free", "unshare_nsproxy_namespaces",
+    "create_new_namespaces", "switch_task_namespaces", "free_nsproxy",
 )
 BTF = Path("/sys/kernel/btf/vmlinux")
 SYS_LISTNS = 470
@@ -74,7 +73,7 @@ def btf_funcs() -> tuple[set[str], str | None]:
         ).stdout
     except (OSError, subprocess.CalledProcessError) as err:
         return set(), f"bpftool failed: {err}"
-    return set(re.findall(r"^\[\d+\] FUNC '([^']+)'", out, re.M)), None
+    return set(re.findall(r"^\[\d+\] FUNC '([^']+)'", out, re.MULTILINE)), None
 
 
 def listns() -> tuple[bool, str]:

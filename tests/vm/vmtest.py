@@ -34,6 +34,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +133,7 @@ def log(message: str) -> None:
 class Timer:
     """Context manager that measures wall time: ``with Timer() as t: ...; t.seconds``."""
 
-    def __enter__(self) -> Timer:
+    def __enter__(self) -> Self:
         self.start = time.monotonic()
         self.seconds = 0.0
         return self
@@ -193,9 +194,9 @@ def host_archive_uris() -> tuple[str, str]:
             texts.append(path.read_text(errors="replace"))
     for text in texts:
         for stanza in re.split(r"\n\s*\n", text):
-            uris = re.findall(r"^URIs:\s*(\S+)", stanza, re.M)
-            suites = " ".join(re.findall(r"^Suites:\s*(.+)$", stanza, re.M))
-            for line in re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", stanza, re.M):
+            uris = re.findall(r"^URIs:\s*(\S+)", stanza, re.MULTILINE)
+            suites = " ".join(re.findall(r"^Suites:\s*(.+)$", stanza, re.MULTILINE))
+            for line in re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", stanza, re.MULTILINE):
                 uris.append(line[0])
                 suites += " " + line[1]
             for uri in uris:
@@ -266,7 +267,7 @@ class PrivateApt:
 
     def field(self, name: str, version: str, field: str) -> str:
         out = run(["apt-cache", *self.options(), "show", f"{name}={version}"]).stdout
-        match = re.search(rf"^{field}:\s*(.+)$", out, re.M)
+        match = re.search(rf"^{field}:\s*(.+)$", out, re.MULTILINE)
         if not match:
             raise VmTestError(f"apt-cache show {name}={version}: no {field} field")
         return match.group(1).strip()
@@ -406,10 +407,10 @@ def fetch(cache: Path, apt: PrivateApt | None, spec: KernelSpec, names: list[str
     version, packages = resolve(apt, spec, names)
     tag = re.sub(r"[^A-Za-z0-9.+-]", "_", f"{packages[0]}_{version}")
     root = cache / "kernels" / spec.series / tag
-    cached = Kernel.load(root)
-    if cached:
+    have = Kernel.load(root)
+    if have:
         log(f"{spec.series}: {', '.join(packages)} {version} (cached)")
-        return cached
+        return have
     sizes = [int(apt.field(name, version, "Size")) for name in packages]
     check_space(cache, sum(sizes) * (1 + UNPACK_FACTOR) + SPACE_MARGIN, f"kernel {spec.series}")
     with Timer() as t:
@@ -613,14 +614,14 @@ def build_initramfs(
         names.append(f"{name}.ko")
     cpio.file("vmtest/modules", ("\n".join(names) + "\n").encode())
     cpio.file("vmtest/cmd.sh", (command.rstrip("\n") + "\n").encode(), 0o755)
-    env = " ".join(shlex.quote(f"{k}={v}") for k, v in guest_env(kernel.series, env).items())
+    env_words = " ".join(shlex.quote(f"{k}={v}") for k, v in guest_env(kernel.series, env).items())
     init = (
         INIT_TEMPLATE.replace("@OUT@", GUEST_OUT)
         .replace("@MSIZE@", str(msize))
         .replace("@ROOTCACHE@", f",cache={root_cache}" if root_cache != "none" else "")
     )
     stage2 = (
-        STAGE2_TEMPLATE.replace("@ENV@", env)
+        STAGE2_TEMPLATE.replace("@ENV@", env_words)
         .replace("@ROOT@", shlex.quote(str(PROJECT_ROOT)))
         .replace("@OUT@", GUEST_OUT)
     )
