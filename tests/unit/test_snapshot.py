@@ -97,8 +97,11 @@ def test_filters() -> None:
 
 
 def test_schema_in_repo_is_current() -> None:
-    path = Path(__file__).resolve().parents[2] / "nstrack" / "schema" / "snapshot.schema.json"
-    assert json.loads(path.read_text()) == Snapshot.model_json_schema(), "regenerate snapshot.schema.json"
+    from nstrack.schema import PATH, schema_text
+
+    assert PATH == Path(__file__).resolve().parents[2] / "nstrack" / "schema" / "snapshot.schema.json"
+    assert json.loads(PATH.read_text()) == Snapshot.model_json_schema(), "run `make schema`"
+    assert PATH.read_text() == schema_text(), "run `make schema` (same schema, other formatting)"
 
 
 def test_snapshot_json_round_trip() -> None:
