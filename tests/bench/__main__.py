@@ -205,7 +205,7 @@ def verdict(interval: list[float], target: float, lost: int) -> str:
 
 
 def clock_kind() -> str:
-    """What the guest's clock counts (make bench-vm boots its VMs with QEMU's -icount: see README)."""
+    """What the guest's clock counts (make bench-vm boots its VMs with QEMU's -icount: see docs/performance.md)."""
     shift = os.environ.get("NSTRACK_VM_ICOUNT")
     if shift is None:
         return "time"
