@@ -65,7 +65,7 @@ schema: $(VENV)/.installed
 LINT_PY := nstrack tests dashboards deploy
 lint: $(VENV)/.lint-installed
 	$(VENV)/bin/ruff check $(LINT_PY)
-	$(VENV)/bin/mypy --strict nstrack tests/vm/vmtest.py
+	MYPYPATH=tests/vm $(VENV)/bin/mypy --strict nstrack tests/suite.py  # (and tests/vm/vmtest.py, which it imports)
 
 $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/vmlinux.h $(wildcard bpf/*.h) | deps
 	@mkdir -p $(BPF_OUT)
@@ -90,10 +90,9 @@ VMTEST_KERNELS ?=
 vmtest: setup
 	$(PYTHON) tests/vm/vmtest.py $(if $(VMTEST_KERNELS),--kernels $(VMTEST_KERNELS))
 
+# The unit and host suites, then the matrix; ends with each part's duration and one count line
 test: setup
-	@mkdir -p build
-	$(PY) -m pytest tests -q -p no:cacheprovider --junitxml=build/junit-host.xml
-	$(PYTHON) tests/vm/vmtest.py $(if $(VMTEST_KERNELS),--kernels $(VMTEST_KERNELS))
+	$(PYTHON) tests/suite.py --python $(PY) $(if $(VMTEST_KERNELS),--kernels $(VMTEST_KERNELS))
 
 bench: setup
 	@mkdir -p build/bench
