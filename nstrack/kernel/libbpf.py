@@ -165,6 +165,7 @@ def lib() -> ctypes.CDLL:
         "btf__type_by_id": ([vp, u32], vp),
         "btf__parse": ([cp, vp], vp),
         "btf__name_by_offset": ([vp, u32], cp),
+        "btf__resolve_size": ([vp, u32], ctypes.c_int64),
         "bpf_object__btf": ([vp], vp),
     }
     for fname, (argtypes, restype) in sigs.items():
@@ -247,6 +248,13 @@ class VmlinuxBTF:
 
 def struct_layout(object_path: str | os.PathLike[str], name: str) -> tuple[int, dict[str, int]]:
     """Size and member byte offsets of ``struct name`` in a compiled object's BTF (no kernel needed)."""
+    size, members = struct_members(object_path, name)
+    return size, {m: off for m, (off, _) in members.items()}
+
+
+def struct_members(object_path: str | os.PathLike[str], name: str) -> tuple[int, dict[str, tuple[int, int]]]:
+    """Size of ``struct name`` in a compiled object's BTF and (byte offset, byte size) of each member, in
+    declaration order (no kernel needed)."""
     so = lib()
     ptr = so.btf__parse(str(object_path).encode(), None)
     if not ptr:
@@ -258,12 +266,13 @@ def struct_layout(object_path: str | os.PathLike[str], name: str) -> tuple[int, 
         t = so.btf__type_by_id(ptr, tid)
         info = ctypes.c_uint32.from_address(t + 4).value
         size = ctypes.c_uint32.from_address(t + 8).value
-        members: dict[str, int] = {}
+        members: dict[str, tuple[int, int]] = {}
         for k in range(info & 0xFFFF):  # struct btf_member { u32 name_off; u32 type; u32 offset; }
             base = t + 12 + 12 * k
             mname = so.btf__name_by_offset(ptr, ctypes.c_uint32.from_address(base).value).decode()
+            width = so.btf__resolve_size(ptr, ctypes.c_uint32.from_address(base + 4).value)
             bits = ctypes.c_uint32.from_address(base + 8).value
-            members[mname] = (bits & 0xFFFFFF if info >> 31 else bits) // 8
+            members[mname] = ((bits & 0xFFFFFF if info >> 31 else bits) // 8, int(width))
         return size, members
     finally:
         so.btf__free(ptr)

@@ -34,8 +34,20 @@ from ..model.records import (
     COMM_KEY,
     EV_CREATED,
     EV_DESTROYED,
+    EV_INUM,
+    EV_NS_ID,
+    EV_SOURCE,
+    EV_TS,
+    EV_TYPE,
     EVENT,
     EVENT_ROW,
+    LAYOUT_BRIEF_STATS,
+    LAYOUT_NS_EVENT,
+    ROW_INUM,
+    ROW_KIND,
+    ROW_NS_ID,
+    ROW_SOURCE,
+    ROW_TYPE,
     SOURCES,
     TASK_SOURCES,
     TYPE_OF_FLAG,
@@ -353,8 +365,8 @@ class Tracker:
             if self._defer == "events" and self._inum_frees and self._idle_frees(w32, n):
                 return
             # (kind, type flag, source) of every record (the columns of EventBatch); with "scan", an ns_id
-            if (set(zip(w32[8::20], w32[9::20], w32[15::20])) <= self._defer_ok
-                    and (self._defer == "events" or 0 not in array("Q", span)[2::10])):
+            if (set(zip(w32[ROW_KIND], w32[ROW_TYPE], w32[ROW_SOURCE])) <= self._defer_ok
+                    and (self._defer == "events" or 0 not in array("Q", span)[ROW_NS_ID])):
                 self._deferred.append(span)
                 self._deferred_count += n
                 if self._defer == "scan":
@@ -371,15 +383,15 @@ class Tracker:
         (proc_free_inum) that no live namespace has and no waiting creation: proc entries, and ipc
         namespaces already reported at their last put; then they are counted and dropped (as _undefer
         would, at a small part of its cost: under churn on kernels before 6.18 about one a namespace)."""
-        flags, kinds = w32[9::20], w32[8::20]
+        flags, kinds = w32[ROW_TYPE], w32[ROW_KIND]
         if flags.count(0) != n or kinds.count(EV_DESTROYED) != n:
             return False
-        inums = w32[10::20]
+        inums = w32[ROW_INUM]
         if not self.replica.alive_inums().isdisjoint(inums):
             return False
         if self._deferred:
             waiting = array("I", b"".join(self._deferred))
-            born = {i for k, i in zip(waiting[8::20], waiting[10::20]) if k == EV_CREATED}
+            born = {i for k, i in zip(waiting[ROW_KIND], waiting[ROW_INUM]) if k == EV_CREATED}
             if not born.isdisjoint(inums):
                 return False
         self.stats.other_inum_frees += n
@@ -500,8 +512,9 @@ class Tracker:
                 events: list[Row] = []
                 for i in known:
                     r = batch.row(i)
-                    free = SRC_TREE_REMOVE if SOURCES.get(r[10]) == "tree_add" else SRC_FREE
-                    events += [r, (batch.end[i], r[1], 0, EV_DESTROYED, r[4], r[5], 0, 0, 0, 0, free, bytes(16))]
+                    free = SRC_TREE_REMOVE if SOURCES.get(r[EV_SOURCE]) == "tree_add" else SRC_FREE
+                    events += [r, LAYOUT_NS_EVENT.row(ts_ns=batch.end[i], ns_id=r[EV_NS_ID], kind=EV_DESTROYED,
+                                                      ns_type=r[EV_TYPE], inum=r[EV_INUM], source=free)]
                     self._uncount_brief(batch, i)
                 mark = len(changes)
                 self._apply_rows(events, changes)
@@ -545,16 +558,17 @@ class Tracker:
             return
         delta = list(map(sub, array("Q", raw), array("Q", self._brief_stats_last)))
         self._brief_stats_last = raw
-        uncount, width = self._take_uncount, BRIEF_STATS.size // 8
+        uncount, width = self._take_uncount, BRIEF_STATS.size // 8  # (brief_stats is all u64s)
+        count, life_sum, life = (LAYOUT_BRIEF_STATS.index[n] for n in ("count", "life_sum_ns", "life"))
         per_type: dict[str, int] = {}
         lives: list[tuple[str, list[int], int]] = []
         for t, name in enumerate(TYPE_NAMES):
             row = delta[t * width : (t + 1) * width]
-            if row[0]:
-                n = row[0] - uncount(("n", t), row[0]) if self._uncount else row[0]
+            if row[count]:
+                n = row[count] - uncount(("n", t), row[count]) if self._uncount else row[count]
                 if n:
                     per_type[name] = n
-                lives.append((name, row[2:], row[1]))
+                lives.append((name, row[life:], row[life_sum]))
         by_comm: dict[tuple[str, str], int] = {}
         keys, values = self._brief_comms.lookup_all()  # (BPF counts a pair's command after its type)
         comms_last = self._brief_comms_last
@@ -615,7 +629,7 @@ class Tracker:
         if not everything and (now < self._next_sweep or not self._young_slot_due(counts, held, now)):
             return
         _, values = self._young.lookup_all()
-        made = array("Q", values)[0 :: EVENT.size // 8]  # each entry's kernel timestamp (its first field)
+        made = array("Q", values)[LAYOUT_NS_EVENT.column("ts_ns")]  # each entry's kernel timestamp
         gap = now + int(SWEEP_GAP_SECONDS * 1e9)
         if everything:
             rows = list(EVENT.iter_unpack(values))
@@ -625,10 +639,10 @@ class Tracker:
             rows = [EVENT.unpack_from(values, i * EVENT.size) for i, ts in enumerate(made) if ts <= due]
             self._next_sweep = max(min((ts for ts in made if ts > due), default=now) + hold, gap)
         delete, key = self._young.delete, YOUNG_KEY.pack
-        mine = sorted(r for r in rows if delete(key(r[5])))  # by kernel time: the order they happened in
+        mine = sorted(r for r in rows if delete(key(r[EV_INUM])))  # by kernel time: the order they happened in
         taken = self._young_taken
         for r in mine:
-            taken[(r[0] >> YOUNG_SLOT_SHIFT) % YOUNG_SLOTS] += 1
+            taken[(r[EV_TS] >> YOUNG_SLOT_SHIFT) % YOUNG_SLOTS] += 1
         if mine:
             self._apply_rows(mine, changes)
 

@@ -41,6 +41,10 @@ from .nstypes import format_name
 from .records import (
     BRIEF_COMM,
     EV_CREATED,
+    EV_INUM,
+    EV_KIND,
+    EV_NS_ID,
+    EV_TYPE,
     TYPE_OF_FLAG,
     BriefBatch,
     Event,
@@ -192,7 +196,8 @@ class Replica:
 
         dead = [ns for ns in reversed(self.tombstones.values()) if match(ns)]
         dead += [ns for ns in (self._brief_namespace(row, when, by) for row, when, by in self._brief_records()
-                               if (ns_id is None or row[1] == ns_id) and (inum is None or row[5] == inum)) if match(ns)]
+                               if (ns_id is None or row[EV_NS_ID] == ns_id) and (inum is None or row[EV_INUM] == inum))
+                 if match(ns)]
         dead.sort(key=lambda ns: ns.destroyed_ns or 0, reverse=True)  # stable: newest entry first on ties
         return [ns for ns in self.alive.values() if match(ns)] + dead
 
@@ -459,7 +464,7 @@ class Replica:
                 if left <= 0:
                     return
                 row = batch.row(rows[k])
-                if row[3] == EV_CREATED and row[4] in TYPE_OF_FLAG:  # (records BPF wrote: checked only here)
+                if row[EV_KIND] == EV_CREATED and row[EV_TYPE] in TYPE_OF_FLAG:  # (records BPF wrote: checked only here)
                     left -= 1
                     yield row, died if isinstance(died, int) else died[k], by
 

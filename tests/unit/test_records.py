@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import struct as struct_mod
+from array import array
 from pathlib import Path
 
 import pytest
 
-from nstrack.kernel.libbpf import struct_layout
+from nstrack.kernel.libbpf import struct_members
 from nstrack.kernel.objects import bpf_object
 from nstrack.model.records import (
     BRIEF_ROW,
-    BRIEF_STATS,
-    COMM_KEY,
     EVENT,
-    FILE_RECORD,
+    EVENT_ROW,
+    LAYOUT_BRIEF_STATS,
+    LAYOUT_COMM_KEY,
+    LAYOUT_FILE_RECORD,
+    LAYOUT_NS_BRIEF,
+    LAYOUT_NS_EVENT,
+    LAYOUT_NS_RECORD,
+    LAYOUT_TASK_RECORD,
     NS_RECORD,
     TASK_RECORD,
+    Layout,
     RecordError,
     decode_event,
     decode_ns_record,
@@ -26,20 +33,51 @@ from nstrack.model.records import (
 NET, USER = 0x40000000, 0x10000000
 
 
-@pytest.mark.parametrize(
-    ("struct", "fmt", "first", "last"),
-    [("ns_event", EVENT, ("ts_ns", 0), ("comm", 56)),
-     ("ns_record", NS_RECORD, ("ns_id", 0), ("owner_ns_id", 32)),
-     ("task_record", TASK_RECORD, ("pid", 0), ("nsproxy_id", 68)),
-     ("file_record", FILE_RECORD, ("tgid", 0), ("owner_inum", 20)),
-     ("ns_brief", struct_mod.Struct(BRIEF_ROW.format.replace("<8x", "<")), ("ev", 0), ("reserved", 84)),
-     ("brief_stats", BRIEF_STATS, ("count", 0), ("life", 16)),
-     ("comm_key", COMM_KEY, ("comm", 0), ("reserved", 20))],
-)
-def test_layouts_match_the_compiled_object(struct: str, fmt: object, first: tuple[str, int], last: tuple[str, int]) -> None:
-    size, members = struct_layout(bpf_object("nstrack"), struct)
-    assert size == fmt.size  # type: ignore[attr-defined]
-    assert members[first[0]] == first[1] and members[last[0]] == last[1]
+LAYOUTS = [LAYOUT_NS_EVENT, LAYOUT_NS_BRIEF, LAYOUT_NS_RECORD, LAYOUT_TASK_RECORD, LAYOUT_FILE_RECORD, LAYOUT_COMM_KEY,
+           LAYOUT_BRIEF_STATS]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[layout.c_name for layout in LAYOUTS])
+def test_layouts_match_the_compiled_object(layout: Layout) -> None:
+    """Every member Python declares is the compiled object's own, in its order, at its offset and of its
+    size, and the struct's size is the same: a moved or resized field fails here, not on a kernel."""
+    size, members = struct_members(bpf_object("nstrack"), layout.c_name)
+    assert layout.size == size
+    declared = {name: (f.offset, f.size) for name, f in layout.fields.items() if "." not in name}
+    assert list(declared) == list(members)
+    assert declared == members
+
+
+def test_ring_layouts_and_columns_follow_the_header() -> None:
+    """In a ring every record has an 8-byte header before it and is padded to 8 bytes; the column slices
+    pick each member of every record out of its words."""
+    ring = LAYOUT_NS_EVENT.in_ring()
+    assert ring.size == 80 and ring.fields["inum"].offset == 8 + LAYOUT_NS_EVENT.fields["inum"].offset
+    assert ring.index == LAYOUT_NS_EVENT.index and EVENT_ROW.size == ring.size
+    assert BRIEF_ROW.size == 96 and LAYOUT_NS_BRIEF.in_ring().fields["ev.comm"].offset == 8 + 56
+    rows = [(10**18 + i, 5000 + i, 7, 1, NET, 4026532000 + i, 1, 0, 300 + i, 400 + i, 6, b"x" * 16) for i in range(4)]
+    data = b"".join(EVENT_ROW.pack(*r) for r in rows)
+    for name in ("ts_ns", "ns_id", "kind", "ns_type", "inum", "tgid", "source"):
+        code = LAYOUT_NS_EVENT.fields[name].code
+        assert list(array(code, data)[ring.column(name)]) == [r[LAYOUT_NS_EVENT.index[name]] for r in rows], name
+    with pytest.raises(ValueError, match="machine word"):
+        ring.column("comm")
+
+
+def test_row_makes_a_record_by_member_names() -> None:
+    r = LAYOUT_NS_EVENT.row(ts_ns=5, inum=9, kind=2, source=7)
+    assert EVENT.unpack(EVENT.pack(*r)) == r == (5, 0, 0, 2, 0, 9, 0, 0, 0, 0, 7, bytes(16))
+    with pytest.raises(ValueError, match="no single-item member"):
+        LAYOUT_NS_EVENT.row(nonsense=1)
+
+
+def test_a_nested_struct_and_padding_follow_c_alignment() -> None:
+    inner = Layout("inner", [("a", "I"), ("b", "Q")])  # a 4-byte hole after a
+    outer = Layout("outer", [("c", "I"), ("in", inner), ("d", "I")])
+    assert (inner.size, inner.fields["b"].offset) == (16, 8)
+    assert (outer.fields["in"].offset, outer.fields["in.b"].offset, outer.fields["d"].offset, outer.size) == (8, 16, 24, 32)
+    assert outer.struct.unpack(outer.struct.pack(1, 2, 3, 4)) == (1, 2, 3, 4)
+    assert outer.index == {"c": 0, "in": 1, "in.a": 1, "in.b": 2, "d": 3}
 
 
 def test_event_round_trip() -> None:
