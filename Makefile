@@ -50,7 +50,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
-bpf: $(BPF_OBJ)
+# The objects, then nstrack/kernel/bpf_names.py: their programs, maps and globals as Python names
+BPF_NAMES := nstrack/kernel/bpf_names.py
+bpf: $(BPF_OBJ) $(BPF_NAMES)
+
+$(BPF_NAMES): $(BPF_OBJ) bpf/gen_names.py
+	PYTHONPATH=. $(PYTHON) bpf/gen_names.py $@ $(BPF_OBJ)
 
 # The linters, pinned in pyproject.toml's `lint` extra (a new ruff changes its default rules).
 $(VENV)/.lint-installed: $(VENV)/.installed pyproject.toml
@@ -62,10 +67,10 @@ $(VENV)/.lint-installed: $(VENV)/.installed pyproject.toml
 schema: $(VENV)/.installed
 	$(PY) -m nstrack.schema
 
-LINT_PY := nstrack tests dashboards deploy
+LINT_PY := nstrack tests dashboards deploy bpf
 lint: $(VENV)/.lint-installed
 	$(VENV)/bin/ruff check $(LINT_PY)
-	MYPYPATH=tests/vm $(VENV)/bin/mypy --strict nstrack tests/suite.py  # (and tests/vm/vmtest.py, which it imports)
+	MYPYPATH=tests/vm $(VENV)/bin/mypy --strict nstrack tests/suite.py bpf/gen_names.py  # (and tests/vm/vmtest.py, which suite.py imports)
 
 $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/vmlinux.h $(wildcard bpf/*.h) | deps
 	@mkdir -p $(BPF_OUT)
@@ -116,4 +121,4 @@ image: setup
 	$(PY) deploy/container/build_image.py $(if $(IMAGE_BASE),--base $(IMAGE_BASE))
 
 clean:
-	rm -rf build $(BPF_OUT) $(VENV) *.egg-info
+	rm -rf build $(BPF_OUT) $(BPF_NAMES) $(VENV) *.egg-info

@@ -3,7 +3,7 @@
 On 6.18 and newer every type goes through the generic ``__ns_tree_add_raw`` / ``__ns_tree_remove``.
 Before that, each type has its own create and free functions; which exist (and are not inlined)
 differs per build, so the table lists candidates and the running kernel's BTF and kallsyms decide.
-Every candidate has a program in bpf/nstrack.bpf.c named ``create_FN``/``destroy_FN`` (fentry/fexit)
+Every candidate has a program in bpf/events.bpf.c named ``create_FN``/``destroy_FN`` (fentry/fexit)
 and ``kp_create_FN``/``kp_destroy_FN`` (kprobes); tests/unit/test_nstypes.py checks that.
 Seen in the kernel matrix (tests/vm/kernel-facts.json): every candidate below exists in BTF and kallsyms
 on Debian's 5.10, 6.1 and 6.12 except where noted.

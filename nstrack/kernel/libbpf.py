@@ -636,7 +636,7 @@ class BPFObject:
                 return m
         raise BPFError(errno_mod.ENOENT, f"{self.path.name}: object has no {section} map")
 
-    def set_globals(self, section: str = ".rodata", **values: int) -> None:
+    def set_globals(self, section: str = ".rodata", /, **values: int) -> None:
         """Set global variables before load (``const volatile`` settings live in ``.rodata``)."""
         if self.loaded:
             raise BPFError(errno_mod.EBUSY, f"{self.path.name}: globals can only be set before load")

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..model import mode as modes
 from . import hooks, host
+from .bpf_names import PROBE
 from .bpfsys import errno_name
 from .libbpf import BPFError, BPFLink, BPFObject, BPFProgram, VmlinuxBTF, libbpf_version
 from .objects import bpf_object
@@ -112,9 +113,9 @@ def _run_probe(
 ) -> ProbeResult:
     t0 = time.perf_counter()
     try:
-        with BPFObject.open(bpf_object("probe")) as obj:
+        with BPFObject.open(bpf_object(PROBE.OBJECT)) as obj:
             obj.only(program)
-            obj.set_globals(target_tgid=os.getpid())
+            obj.set_globals(**{PROBE.glob.target_tgid: os.getpid()})
             prog = obj.program(program)
             if target:
                 prog.set_attach_target(target)
@@ -131,7 +132,7 @@ def _run_probe(
 
 def _hits(obj: BPFObject, _link: BPFLink | None, action: Callable[[], object]) -> bool:
     action()
-    return obj.read_global("hits") > 0
+    return obj.read_global(PROBE.glob.hits) > 0
 
 
 def probe_btf() -> ProbeResult:
@@ -154,32 +155,32 @@ def run_probes() -> dict[str, ProbeResult]:
     got: list[bytes] = []
 
     def rb_trigger(obj: BPFObject, _link: BPFLink | None) -> bool:
-        rb = obj.ring_buffer("probe_rb", got.append)
-        obj.program("probe_ringbuf").test_run()
+        rb = obj.ring_buffer(PROBE.maps.probe_rb, got.append)
+        obj.program(PROBE.prog.probe_ringbuf).test_run()
         rb.consume()
         return got == [(0x6E737472616B21).to_bytes(8, "little")]
 
-    results["ringbuf"] = _run_probe("ringbuf", "probe_ringbuf", lambda p: None, rb_trigger)
+    results["ringbuf"] = _run_probe("ringbuf", PROBE.prog.probe_ringbuf, lambda p: None, rb_trigger)
     results["bpf_loop"] = _run_probe(
-        "bpf_loop", "probe_bpf_loop", lambda p: None,
-        lambda obj, _l: obj.program("probe_bpf_loop").test_run() == 45,
+        "bpf_loop", PROBE.prog.probe_bpf_loop, lambda p: None,
+        lambda obj, _l: obj.program(PROBE.prog.probe_bpf_loop).test_run() == 45,
     )
     results["iter"] = _run_probe(
-        "iter", "probe_iter", lambda p: p.attach_iter(),
+        "iter", PROBE.prog.probe_iter, lambda p: p.attach_iter(),
         lambda obj, link: link is not None and os.getpid().to_bytes(4, "little") in link.read_iter(),
     )
     results["tp_btf"] = _run_probe(
-        "tp_btf", "probe_tp_btf", lambda p: p.attach(), lambda o, l: _hits(o, l, _fork_and_reap)
+        "tp_btf", PROBE.prog.probe_tp_btf, lambda p: p.attach(), lambda o, l: _hits(o, l, _fork_and_reap)
     )
     results["tracepoint"] = _run_probe(
-        "tracepoint", "probe_tracepoint", lambda p: p.attach(), lambda o, l: _hits(o, l, os.getppid)
+        "tracepoint", PROBE.prog.probe_tracepoint, lambda p: p.attach(), lambda o, l: _hits(o, l, os.getppid)
     )
     results["kprobe"] = _run_probe(
-        "kprobe", "probe_kprobe", lambda p: p.attach_kprobe(PROBE_FUNCTION),
+        "kprobe", PROBE.prog.probe_kprobe, lambda p: p.attach_kprobe(PROBE_FUNCTION),
         lambda o, l: _hits(o, l, _unshare_nothing),
     )
     results["fentry"] = _run_probe(
-        "fentry", "probe_fentry", lambda p: p.attach(), lambda o, l: _hits(o, l, _unshare_nothing),
+        "fentry", PROBE.prog.probe_fentry, lambda p: p.attach(), lambda o, l: _hits(o, l, _unshare_nothing),
         target=PROBE_FUNCTION,
     )
     return {p: results[p] for p in modes.PROBES}

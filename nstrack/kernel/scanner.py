@@ -25,11 +25,14 @@ from ..model.records import (
     decode_ns_records,
     decode_tasks,
 )
+from .bpf_names import SCAN
 from .bpfsys import BPFError
 from .mounts import nsfs_mounts
 from .objects import bpf_object
 from .owners import openable_paths, resolve_links
 from .procscan import proc_scan
+
+SP = SCAN.prog  # the scan object's programs (bpf/scan.bpf.c)
 
 
 class Scan:
@@ -185,7 +188,8 @@ class Scanner(_Scans):
         super().__init__()
         self._quick = quick
         # The list walk is tried first: it loads wherever bpf_loop exists and finds out in the kernel
-        # whether the 6.18+ lists are there (it writes its summary only then); 5.10 refuses the object.
+        # whether the 6.18+ lists are there (it writes its summary only then); 5.10 refuses an object
+        # that holds it (scan.bpf.c, scan_lists), so the small scan object is loaded again without it.
         self.has_lists = True
         try:
             obj = self._load(scan_ringbuf_bytes)
@@ -193,15 +197,15 @@ class Scanner(_Scans):
             self.has_lists = False
             obj = self._load(scan_ringbuf_bytes)
         try:
-            self._rb = obj.ring_buffer("scan_rb")  # read with read_all()
-            self._tasks_link = obj.program("scan_tasks").attach_iter()
-            self._files_link = obj.program("scan_files").attach_iter()
+            self._rb = obj.ring_buffer(SCAN.maps.scan_rb)  # read with read_all()
+            self._tasks_link = obj.program(SP.scan_tasks).attach_iter()
+            self._files_link = obj.program(SP.scan_files).attach_iter()
             # the walk runs once, on the iterator's first task: visit only one (this process's leader)
             self._lists = self._digest = None
             if self.has_lists:
-                self._lists = obj.program("scan_lists").attach_iter(tid=os.getpid())
+                self._lists = obj.program(SP.scan_lists).attach_iter(tid=os.getpid())
                 if quick:
-                    self._digest = obj.program("scan_digest").attach_iter(tid=os.getpid())
+                    self._digest = obj.program(SP.scan_digest).attach_iter(tid=os.getpid())
                 has = _walk_sum(_retry(self._lists.read_iter)) is not None
                 self._rb.read_all()
                 if not has:  # a kernel before 6.18
@@ -218,15 +222,11 @@ class Scanner(_Scans):
     def _load(self, scan_ringbuf_bytes: int) -> Any:
         from .libbpf import BPFObject
 
-        obj = BPFObject.open(bpf_object("nstrack"))
+        obj = BPFObject.open(bpf_object(SCAN.OBJECT))
         try:
-            lists = ["scan_lists", *(["scan_digest"] if self._quick else [])] if self.has_lists else []
-            obj.only("scan_tasks", "scan_files", *lists)
-            obj.map("scan_rb").max_entries = scan_ringbuf_bytes
-            # the event side's maps are unused here: the smallest the kernel allows
-            obj.map("events").max_entries = obj.map("brief_rb").max_entries = 4096
-            for name in ("unshare_old", "kp_args", "young"):
-                obj.map(name).max_entries = 1
+            lists = [SP.scan_lists, *([SP.scan_digest] if self._quick else [])] if self.has_lists else []
+            obj.only(SP.scan_tasks, SP.scan_files, *lists)
+            obj.map(SCAN.maps.scan_rb).max_entries = scan_ringbuf_bytes
             obj.load()
         except BaseException:
             obj.close()
@@ -265,7 +265,7 @@ class Scanner(_Scans):
         except OSError:
             return False
         try:
-            progs = {"tasks": "scan_tasks", "files": "scan_files", **({"lists": "scan_lists"} if self.has_lists else {})}
+            progs = {"tasks": SP.scan_tasks, "files": SP.scan_files, **({"lists": SP.scan_lists} if self.has_lists else {})}
             for pin, prog in progs.items():
                 bpfsys.obj_pin(self._obj.program(prog).fd, f"{tmp}/{pin}")
             if self.has_lists:  # the walk's ring (kernels without lists have only iterator output)
@@ -299,7 +299,7 @@ def pin_path(root: str = PIN_ROOT) -> str:
     """Where this build's scan programs are pinned: named by a checksum of the object file."""
     import zlib
 
-    with open(bpf_object("nstrack"), "rb") as f:
+    with open(bpf_object(SCAN.OBJECT), "rb") as f:
         return f"{root}/scan-{zlib.crc32(f.read()):08x}"
 
 

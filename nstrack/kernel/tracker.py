@@ -1,4 +1,4 @@
-"""The live tracker: loads ``bpf/nstrack.bpf.c`` for the chosen mode and keeps a Replica current.
+"""The live tracker: loads ``bpf/events.bpf.c`` for the chosen mode and keeps a Replica current.
 
 Start-up order (so nothing created or freed meanwhile is missed or counted twice): attach the event
 programs, apply whatever they already reported, scan, reconcile the replica with the scan, then
@@ -62,6 +62,7 @@ from ..model.records import (
 )
 from ..model.replica import Change, Replica, pair_events, pair_keys, pick
 from . import hooks
+from .bpf_names import EVENTS
 from .bpfsys import parse_ring_rows, parse_ring_span
 from .libbpf import BPFMap, BPFObject, RingBuffer
 from .objects import bpf_object
@@ -69,6 +70,7 @@ from .probe import Findings
 from .scanner import Scan, Scanner, procfs_scan
 
 log = logging.getLogger(__name__)
+P, M, G = EVENTS.prog, EVENTS.maps, EVENTS.glob  # the event object's programs, maps and globals
 
 HEAL_SECONDS = 60.0  # rescan interval in the event modes, where rescans only heal
 # Events are consumed at most this often: a burst is taken in one batch instead of one wake-up per
@@ -100,7 +102,7 @@ YOUNG_KEY = struct.Struct("<I")  # `young`'s key: an inode number
 COUNTS_SECONDS = 0.9
 TYPE_INDEX = {flag: TYPE_NAMES.index(name) for flag, name in TYPE_OF_FLAG.items()}  # as BPF's type_index()
 # BPF counts the creations it holds in `young`, and those it pairs, per slot of their kernel time (bits
-# YOUNG_SLOT_SHIFT.. of it, modulo YOUNG_SLOTS; as bpf/nstrack.bpf.c): all a slot holds are due once its
+# YOUNG_SLOT_SHIFT.. of it, modulo YOUNG_SLOTS; as bpf/events.bpf.c): all a slot holds are due once its
 # latest period ended HOLD_SECONDS ago (64 slots of 0.27 s: a slot's periods are 17 s apart, far more than
 # HOLD_SECONDS and a sweep's gap).
 YOUNG_SLOTS = 64
@@ -145,8 +147,8 @@ def plan_for(findings: Findings) -> Plan:
         found = findings.hooks_btf if d.mode == "fentry" else findings.hooks_kallsyms
         generic = all(h["create"] == hooks.GENERIC_CREATE for h in found.values())
         if generic:
-            attach += [("tree_add", None), ("tree_remove", None)] if d.mode == "fentry" else [
-                ("kp_tree_add", None), ("kp_tree_remove", None)]
+            attach += [(P.tree_add, None), (P.tree_remove, None)] if d.mode == "fentry" else [
+                (P.kp_tree_add, None), (P.kp_tree_remove, None)]
         else:
             for t, h in found.items():
                 if d.per_type[t] != d.mode:
@@ -156,16 +158,16 @@ def plan_for(findings: Findings) -> Plan:
                 if d.mode == "fentry":
                     attach += [(f"create_{c}", None), (f"destroy_{x}", None)]
                 else:
-                    entry = [("kp_create_entry", c)] if c == "create_user_ns" else []  # its kretprobe needs the cred
+                    entry = [(P.kp_create_entry, c)] if c == "create_user_ns" else []  # its kretprobe needs the cred
                     attach += entry + [(f"kp_create_{c}", None), (f"kp_destroy_{x}", None)]
             attach = list(dict.fromkeys(attach))  # one proc_free_inum hook serves every type
         for t in d.per_type:
             if d.per_type[t] == d.mode:
                 event_types[t] = {"any"}
     if d.mode == "tracepoint" or fallback:
-        attach.append(("tp_fork", None))
+        attach.append((P.tp_fork, None))
         if findings.probes["tracepoint"].ok:
-            attach += [("tp_unshare_enter", None), ("tp_unshare_exit", None)]
+            attach += [(P.tp_unshare_enter, None), (P.tp_unshare_exit, None)]
         for t in fallback if d.mode != "tracepoint" else d.per_type:
             event_types[t] = set(TASK_SOURCES)
             rescan_types.add(t)
@@ -307,22 +309,21 @@ class Tracker:
                               for src in SOURCES} | {(EV_DESTROYED, 0, src) for src in SOURCES}
 
     def _load(self) -> None:
-        obj = BPFObject.open(bpf_object("nstrack"))
+        obj = BPFObject.open(bpf_object(EVENTS.OBJECT))
         try:
             obj.only(*dict.fromkeys(p for p, _ in self.plan.attach))
-            obj.map("events").max_entries = self.ringbuf_bytes
-            obj.map("scan_rb").max_entries = 4096  # unused here: the Scanner has its own
-            obj.map("brief_rb").max_entries = self.ringbuf_bytes if self._pairing else 4096
-            obj.map("young").max_entries = YOUNG_MAX if self._pairing else 1
+            obj.map(M.events).max_entries = self.ringbuf_bytes
+            obj.map(M.brief_rb).max_entries = self.ringbuf_bytes if self._pairing else 4096
+            obj.map(M.young).max_entries = YOUNG_MAX if self._pairing else 1
             if not self._pairing:
-                obj.map("brief_comms").max_entries = 1  # (counts of what BPF pairs: serve's event modes)
+                obj.map(M.brief_comms).max_entries = 1  # (counts of what BPF pairs: serve's event modes)
             if self._pairing:
-                obj.set_globals(pair_frees=1, wake_bytes=self.ringbuf_bytes // WAKE_FRACTION)
+                obj.set_globals(**{G.pair_frees: 1, G.wake_bytes: self.ringbuf_bytes // WAKE_FRACTION})
             obj.load()
-            self._events = obj.ring_buffer("events")  # read with read_spans()
+            self._events = obj.ring_buffer(M.events)  # read with read_spans()
             if self._pairing:
-                self._briefs, self._young = obj.ring_buffer("brief_rb"), obj.map("young")
-                self._brief_comms = obj.map("brief_comms")
+                self._briefs, self._young = obj.ring_buffer(M.brief_rb), obj.map(M.young)
+                self._brief_comms = obj.map(M.brief_comms)
                 # edge-triggered: reports BPF's wake-ups (a ring a quarter full), not records waiting
                 self._epoll = select.epoll()
                 for ring in (self._events, self._briefs):
@@ -553,7 +554,7 @@ class Tracker:
         if not now and clock < self._next_counts:
             return
         self._next_counts = clock + COUNTS_SECONDS
-        raw = self._obj.read_global_bytes("brief_stats")
+        raw = self._obj.read_global_bytes(G.brief_stats)
         if raw == self._brief_stats_last:
             return
         delta = list(map(sub, array("Q", raw), array("Q", self._brief_stats_last)))
@@ -588,7 +589,7 @@ class Tracker:
         if self._young is None or self._obj is None:
             return None
         read = self._obj.read_global_bytes
-        return array("Q", read("young_in")), array("Q", read("young_paired"))
+        return array("Q", read(G.young_in)), array("Q", read(G.young_paired))
 
     def _young_held(self) -> int:
         """Creations BPF holds in ``young`` now."""
@@ -662,7 +663,7 @@ class Tracker:
         if self._briefs is None or self._events is None or self._obj is None:
             return False
         return bool(self._briefs.waiting() or self._events.waiting()
-                    or self._obj.read_global_bytes("brief_stats") != self._brief_stats_last)
+                    or self._obj.read_global_bytes(G.brief_stats) != self._brief_stats_last)
 
     def catch_up(self) -> list[Change]:
         """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
@@ -717,7 +718,7 @@ class Tracker:
         """Wait up to ``timeout`` seconds for events; rescan when due or after losses."""
         self.wait(timeout)
         changes = self.drain()
-        lost = self._read_global("lost_events")
+        lost = self._read_global(G.lost_events)
         if lost > self._lost_seen:
             self.stats.lost_events += lost - self._lost_seen
             self._lost_seen = lost

@@ -127,7 +127,8 @@ def test_wheel_installs_into_a_clean_venv_and_doctor_runs() -> None:
         import zipfile
 
         names = zipfile.ZipFile(wheel).namelist()
-        assert "nstrack/_bpf/nstrack.bpf.o" in names and "nstrack/_bpf/probe.bpf.o" in names
+        assert {f"nstrack/_bpf/{o}.bpf.o" for o in ("events", "scan", "probe")} <= set(names)
+        assert "nstrack/kernel/bpf_names.py" in names
         assert "nstrack/schema/snapshot.schema.json" in names
         subprocess.run([sys.executable, "-m", "venv", str(d / "venv")], check=True)
         # Offline (the VM matrix sets NSTRACK_OFFLINE: guests have no network), install without the

@@ -44,12 +44,15 @@ def test_hook_table_prefers_generic_hooks() -> None:
 
 
 def test_every_hook_candidate_has_its_programs() -> None:
-    """The hook table and bpf/nstrack.bpf.c agree: each candidate has fentry and kprobe programs."""
+    """The hook table and bpf/events.bpf.c agree: each candidate has fentry and kprobe programs, in the
+    object and in the names generated from it (bpf_names)."""
+    from nstrack.kernel.bpf_names import EVENTS
     from nstrack.kernel.libbpf import BPFObject
     from nstrack.kernel.objects import bpf_object
 
-    with BPFObject.open(bpf_object("nstrack")) as obj:
+    with BPFObject.open(bpf_object(EVENTS.OBJECT)) as obj:
         programs = {p.name: p.section for p in obj.programs()}
+    assert programs == EVENTS.SECTIONS, "bpf_names.py is stale: run `make bpf`"
     for creates, destroys in hooks.PER_TYPE.values():
         for fn in creates:
             assert programs[f"create_{fn}"] == f"fexit/{fn}"

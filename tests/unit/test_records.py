@@ -33,6 +33,9 @@ from nstrack.model.records import (
 NET, USER = 0x40000000, 0x10000000
 
 
+# which object each record lives in: the event programs write these, the scan iterators those
+OBJECT_OF = {"ns_event": "events", "ns_brief": "events", "brief_stats": "events", "comm_key": "events",
+             "ns_record": "scan", "task_record": "scan", "file_record": "scan"}
 LAYOUTS = [LAYOUT_NS_EVENT, LAYOUT_NS_BRIEF, LAYOUT_NS_RECORD, LAYOUT_TASK_RECORD, LAYOUT_FILE_RECORD, LAYOUT_COMM_KEY,
            LAYOUT_BRIEF_STATS]
 
@@ -41,7 +44,7 @@ LAYOUTS = [LAYOUT_NS_EVENT, LAYOUT_NS_BRIEF, LAYOUT_NS_RECORD, LAYOUT_TASK_RECOR
 def test_layouts_match_the_compiled_object(layout: Layout) -> None:
     """Every member Python declares is the compiled object's own, in its order, at its offset and of its
     size, and the struct's size is the same: a moved or resized field fails here, not on a kernel."""
-    size, members = struct_members(bpf_object("nstrack"), layout.c_name)
+    size, members = struct_members(bpf_object(OBJECT_OF[layout.c_name]), layout.c_name)
     assert layout.size == size
     declared = {name: (f.offset, f.size) for name, f in layout.fields.items() if "." not in name}
     assert list(declared) == list(members)
@@ -120,13 +123,13 @@ def test_young_slot_counters_match_the_compiled_object() -> None:
     from nstrack.kernel.libbpf import BPFObject
     from nstrack.kernel.tracker import YOUNG_SLOTS
 
-    obj = BPFObject.open(bpf_object("nstrack"))
+    obj = BPFObject.open(bpf_object("events"))
     try:
         layout = obj._datasec_vars(".bss")
         assert layout["young_in"][1] == layout["young_paired"][1] == 8 * YOUNG_SLOTS
     finally:
         obj.close()
-    source = (Path(__file__).parents[2] / "bpf" / "nstrack.bpf.c").read_text()
+    source = (Path(__file__).parents[2] / "bpf" / "events.bpf.c").read_text()
     from nstrack.kernel.tracker import YOUNG_SLOT_SHIFT
 
     assert f"#define YOUNG_SLOTS {YOUNG_SLOTS}\n" in source and f"#define YOUNG_SLOT_SHIFT {YOUNG_SLOT_SHIFT} " in source
@@ -139,7 +142,7 @@ def test_lifetime_bounds_are_those_of_bpf_and_serve() -> None:
     from nstrack.model.records import LIFE_BOUNDS_NS
     from nstrack.service import LIFETIME_BUCKETS
 
-    source = (Path(__file__).parents[2] / "bpf" / "nstrack.bpf.c").read_text()
+    source = (Path(__file__).parents[2] / "bpf" / "events.bpf.c").read_text()
     table = re.search(r"life_bounds\[NSTRACK_LIFE_BOUNDS\] = \{([^}]*)\}", source)
     assert table is not None
     assert tuple(int(x.strip().removesuffix("ULL")) for x in table.group(1).split(",") if x.strip()) == LIFE_BOUNDS_NS
@@ -153,7 +156,7 @@ def test_bpf_type_indexes_are_the_python_order() -> None:
 
     from nstrack.model.nstypes import TYPE_NAMES
 
-    source = (Path(__file__).parents[2] / "bpf" / "nstrack.bpf.c").read_text()
+    source = (Path(__file__).parents[2] / "bpf" / "events.bpf.c").read_text()
     cases = dict(re.findall(r"case CLONE_NEW(\w+): return (\d);", source))
     names = {"NET": "net", "NS": "mnt", "UTS": "uts", "IPC": "ipc", "PID": "pid", "USER": "user", "CGROUP": "cgroup",
              "TIME": "time"}

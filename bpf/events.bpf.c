@@ -1,37 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * nstrack: namespace create/free events and the in-kernel namespace scan.
+ * nstrack's event programs: namespace creations and frees, into the `events` ring buffer.
  *
  * Program sets (Python turns autoload on for exactly one set, chosen by `nstrack doctor`'s probing):
  *   fentry mode:     tree_add/tree_remove (6.18+ generic) or the per-type create_* / destroy_* programs
  *                    (serve sets pair_frees: creations wait in `young`, pairs go to brief_rb)
  *   kprobe mode:     the kp_* programs on the same functions
- *   tracepoint mode: tp_fork, tp_unshare_enter/exit (creations); frees come from rescans (scan_tasks)
- * scan_tasks (iter/task) writes one task_record per task to the iterator's output; scan_lists walks every
- * namespace list (6.18+) into scan_rb; scan_files reports nsfs fds and sockets. The Scanner loads them.
+ *   tracepoint mode: tp_fork, tp_unshare_enter/exit (creations); frees come from rescans (scan.bpf.c)
+ * The Tracker (nstrack/kernel/tracker.py) loads them; the scan iterators are in scan.bpf.c.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "nstrack.h"
-
-#define CLONE_NEWTIME   0x00000080
-#define CLONE_NEWNS     0x00020000
-#define CLONE_NEWCGROUP 0x02000000
-#define CLONE_NEWUTS    0x04000000
-#define CLONE_NEWIPC    0x08000000
-#define CLONE_NEWUSER   0x10000000
-#define CLONE_NEWPID    0x20000000
-#define CLONE_NEWNET    0x40000000
-#define CLONE_NEW_ANY   (CLONE_NEWTIME | CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | \
-			 CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
-
-#define MAX_ERRNO 4095
-#define IS_ERR_OR_NULL(p) (!(p) || (unsigned long)(p) >= (unsigned long)-MAX_ERRNO)
-
-/* Upper bound of namespaces walked per type by one scan (set before load). */
-const volatile __u32 walk_max = 1 << 20;
+#include "ns_helpers.h"
 
 /*
  * Set before load by serve in the event modes: a creation is held in `young` (by inode number, unique
@@ -72,22 +55,14 @@ __u64 young_paired[YOUNG_SLOTS] = {};
 
 /* Referenced so that the records' layouts land in the object's BTF (tests/unit/test_records.py). */
 struct ns_event *unused_ns_event __attribute__((unused));
-struct ns_record *unused_ns_record __attribute__((unused));
 struct ns_brief *unused_ns_brief __attribute__((unused));
 struct brief_stats *unused_brief_stats __attribute__((unused));
 struct comm_key *unused_comm_key __attribute__((unused));
-struct task_record *unused_task_record __attribute__((unused));
-struct file_record *unused_file_record __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 23);
-} scan_rb SEC(".maps");
 
 /* With pair_frees: creations waiting for their free, by inode number (Python sizes both). */
 struct {
@@ -137,92 +112,7 @@ struct {
 	__type(value, __u64);
 } kp_args SEC(".maps");
 
-/* Layout flavours of older kernels (CO-RE picks whichever matches). */
-struct ns_common___v511 {       /* 5.11 .. 6.17: one refcount in ns_common */
-	refcount_t count;
-} __attribute__((preserve_access_index));
-
-struct proc_ns_operations___old { /* before 6.18 the type lived in the ops */
-	int type;
-} __attribute__((preserve_access_index));
-
-struct uts_namespace___v510 {   /* 5.10: refcount in the namespace itself */
-	struct kref kref;
-} __attribute__((preserve_access_index));
-
-/*
- * 6.18 links every namespace of a type through ns_common.ns_list_node. Later kernels (seen on 7.2) moved
- * the tree fields into struct ns_tree, an anonymous member of ns_common: the per-type list entry is
- * ns_tree_node.ns_list_entry. CO-RE finds the field through the anonymous members on either layout.
- */
-struct ns_tree_node___v72 {
-	struct rb_node ns_node;
-	struct list_head ns_list_entry;
-} __attribute__((preserve_access_index));
-
-struct ns_common___v72 {
-	struct ns_tree_node___v72 ns_tree_node;
-} __attribute__((preserve_access_index));
-
 /* ---------------------------------------------------------------------------------------------- */
-
-/*
- * A field of a kernel struct. fentry/fexit programs receive BTF-typed pointers, which they may load from
- * (one instruction, CO-RE relocated, faults caught by the kernel); kprobe, tracepoint and pointers
- * computed with container_of arithmetic need bpf_probe_read_kernel (a helper call). `direct` is a
- * compile-time constant at every call, so only one branch is compiled.
- */
-#define RD(direct, p, f) ((direct) ? (p)->f : BPF_CORE_READ(p, f))
-
-static __always_inline __u64 ns_id_of(struct ns_common *ns, const int direct)
-{
-	if (bpf_core_field_exists(ns->ns_id))
-		return RD(direct, ns, ns_id);
-	return 0;
-}
-
-static __always_inline __u32 refcount_of(struct ns_common *ns)
-{
-	struct ns_common___v511 *old = (void *)ns;
-
-	if (bpf_core_field_exists(ns->__ns_ref))
-		return BPF_CORE_READ(ns, __ns_ref.refs.counter);
-	if (bpf_core_field_exists(old->count))
-		return BPF_CORE_READ(old, count.refs.counter);
-	return 0;
-}
-
-#define CONTAINER(ptr, type) ((type *)((void *)(ptr) - bpf_core_field_offset(type, ns)))
-
-static __always_inline struct user_namespace *owner_of(struct ns_common *ns, __u32 type, __u32 *parent)
-{
-	*parent = 0;
-	switch (type) {
-	case CLONE_NEWNET:
-		return BPF_CORE_READ(CONTAINER(ns, struct net), user_ns);
-	case CLONE_NEWUTS:
-		return BPF_CORE_READ(CONTAINER(ns, struct uts_namespace), user_ns);
-	case CLONE_NEWIPC:
-		return BPF_CORE_READ(CONTAINER(ns, struct ipc_namespace), user_ns);
-	case CLONE_NEWNS:
-		return BPF_CORE_READ(CONTAINER(ns, struct mnt_namespace), user_ns);
-	case CLONE_NEWCGROUP:
-		return BPF_CORE_READ(CONTAINER(ns, struct cgroup_namespace), user_ns);
-	case CLONE_NEWTIME:
-		return BPF_CORE_READ(CONTAINER(ns, struct time_namespace), user_ns);
-	case CLONE_NEWPID: {
-		struct pid_namespace *p = CONTAINER(ns, struct pid_namespace);
-		struct pid_namespace *pp = BPF_CORE_READ(p, parent);
-
-		if (pp)
-			*parent = BPF_CORE_READ(pp, ns.inum);
-		return BPF_CORE_READ(p, user_ns);
-	}
-	case CLONE_NEWUSER:
-		return BPF_CORE_READ(CONTAINER(ns, struct user_namespace), parent);
-	}
-	return NULL;
-}
 
 /* Index of a CLONE_NEW* flag in nstrack/model/nstypes.py's order, or -1. */
 static __always_inline int type_index(__u32 flag)
@@ -385,14 +275,6 @@ static __always_inline void emit_owned(struct ns_common *ns, __u32 type, __u32 k
 static __always_inline void emit(struct ns_common *ns, __u32 type, __u32 kind, __u32 source, const int direct)
 {
 	emit_owned(ns, type, kind, source, direct, NULL, 0, 0);
-}
-
-/* 6.18+: ns_common carries its own type. */
-static __always_inline __u32 type_of(struct ns_common *ns, const int direct)
-{
-	if (bpf_core_field_exists(ns->ns_type))
-		return RD(direct, ns, ns_type);
-	return 0;
 }
 
 /* ------------------------------------ fentry mode, 6.18+ ------------------------------------- */
@@ -722,26 +604,6 @@ int BPF_KPROBE(kp_destroy_free_user_ns, struct work_struct *work)
 
 /* ---------------------------------------- tracepoint mode ---------------------------------------- */
 
-static __always_inline void task_inums(struct task_struct *t, __u32 *inum)
-{
-	struct nsproxy *nsp = BPF_CORE_READ(t, nsproxy);
-	struct user_namespace *u = BPF_CORE_READ(t, real_cred, user_ns);
-
-	inum[NSTRACK_SLOT_USER] = u ? BPF_CORE_READ(u, ns.inum) : 0;
-	if (!nsp)  /* exiting task */
-		return;
-	inum[NSTRACK_SLOT_NET] = BPF_CORE_READ(nsp, net_ns, ns.inum);
-	inum[NSTRACK_SLOT_MNT] = BPF_CORE_READ(nsp, mnt_ns, ns.inum);
-	inum[NSTRACK_SLOT_UTS] = BPF_CORE_READ(nsp, uts_ns, ns.inum);
-	inum[NSTRACK_SLOT_IPC] = BPF_CORE_READ(nsp, ipc_ns, ns.inum);
-	inum[NSTRACK_SLOT_CGROUP] = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
-	inum[NSTRACK_SLOT_PID_FOR_CHILDREN] = BPF_CORE_READ(nsp, pid_ns_for_children, ns.inum);
-	if (bpf_core_field_exists(nsp->time_ns)) {
-		inum[NSTRACK_SLOT_TIME] = BPF_CORE_READ(nsp, time_ns, ns.inum);
-		inum[NSTRACK_SLOT_TIME_FOR_CHILDREN] = BPF_CORE_READ(nsp, time_ns_for_children, ns.inum);
-	}
-}
-
 /* Emit `created` for every namespace of `t` that is new compared with `old` (slot by slot). */
 static __always_inline void emit_new(struct task_struct *t, __u32 *old, __u32 source)
 {
@@ -817,261 +679,6 @@ int tp_unshare_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ctx->ret == 0)
 		emit_new((struct task_struct *)bpf_get_current_task(), old->inum, NSTRACK_SRC_UNSHARE);
 	bpf_map_delete_elem(&unshare_old, &id);
-	return 0;
-}
-
-/* ----------------------------------------------- scan ----------------------------------------------- */
-
-struct walk_ctx {
-	struct ns_common *start;
-	struct ns_common *cur;
-	const void *ops;
-	__u32 type;
-	__u32 done;
-	__u32 emit;   /* 0: only the digest (scan_digest) */
-	__u64 digest; /* over (type, inum, ns_id) in list order */
-	__u64 count;
-	__u64 lost;   /* records scan_rb had no room for */
-};
-
-/* What scan_lists and scan_digest write to their iterator's output: a walk's digest (equal digests,
- * equal set of namespaces: type, inode number and ns_id in the kernel's list order). */
-struct walk_sum {
-	__u64 digest;
-	__u64 count; /* bit 63: the walk was cut short (walk_max) */
-	__u64 lost;  /* records scan_rb had no room for: that scan is incomplete */
-};
-
-static __always_inline int has_ns_lists(void)
-{
-	return bpf_core_field_exists(struct ns_common, ns_list_node) ||
-	       bpf_core_field_exists(struct ns_common___v72, ns_tree_node.ns_list_entry);
-}
-
-/* The next entry of a namespace's per-type list, as the namespace that contains it (or the list head). */
-static __always_inline struct ns_common *list_next(struct ns_common *cur, struct list_head **next)
-{
-	if (bpf_core_field_exists(struct ns_common, ns_list_node)) {
-		*next = BPF_CORE_READ(cur, ns_list_node.next);
-		return (void *)*next - bpf_core_field_offset(struct ns_common, ns_list_node);
-	}
-	*next = BPF_CORE_READ((struct ns_common___v72 *)cur, ns_tree_node.ns_list_entry.next);
-	return (void *)*next - bpf_core_field_offset(struct ns_common___v72, ns_tree_node.ns_list_entry);
-}
-
-/* One namespace of the walk: into the digest, and (emit) a record to scan_rb. */
-static __always_inline void walk_visit(struct walk_ctx *w, struct ns_common *ns)
-{
-	struct user_namespace *owner;
-	struct ns_record *r;
-	__u64 id = ns_id_of(ns, 0);
-	__u32 inum = BPF_CORE_READ(ns, inum);
-
-	w->digest = (w->digest ^ (((__u64)inum << 32 | w->type) + id * 0x9E3779B97F4A7C15ULL)) * 0x100000001b3ULL;
-	w->count++;
-	if (!w->emit)
-		return;
-	r = bpf_ringbuf_reserve(&scan_rb, sizeof(*r), 0);
-	if (!r) {
-		w->lost++;
-		return;
-	}
-	r->ns_id = id;
-	r->ns_type = w->type;
-	r->inum = inum;
-	r->refcount = refcount_of(ns);
-	r->flags = 0;
-	owner = owner_of(ns, w->type, &r->parent_inum);
-	r->owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
-	r->owner_ns_id = owner ? BPF_CORE_READ(owner, ns.ns_id) : 0;
-	bpf_ringbuf_submit(r, 0);
-}
-
-static long walk_step(__u64 index, struct walk_ctx *w)
-{
-	struct list_head *next = NULL;
-	struct ns_common *ns = list_next(w->cur, &next);
-
-	if (!next || ns == w->start) {
-		w->done = 1;
-		return 1;
-	}
-	w->cur = ns;
-	/* The list head lives in a global struct (ns_tree, ns_tree_root), not in a namespace: its "ops" differ. */
-	if (BPF_CORE_READ(ns, ops) != w->ops)
-		return 0;
-	walk_visit(w, ns);
-	return 0;
-}
-
-static __always_inline void walk_type(struct ns_common *start, __u32 type, __u32 emit, struct walk_sum *sum)
-{
-	struct walk_ctx w = {};
-
-	if (!start)
-		return;
-	w.start = start;
-	w.cur = start;
-	w.ops = BPF_CORE_READ(start, ops);
-	w.type = type;
-	w.emit = emit;
-	walk_visit(&w, start); /* the start namespace itself */
-	bpf_loop(walk_max, walk_step, &w, 0);
-	if (!w.done) /* walk_max reached: incomplete (and a digest never to trust) */
-		sum->count |= 1ULL << 63;
-	sum->digest = (sum->digest ^ w.digest) * 0x100000001b3ULL;
-	sum->count += w.count;
-	sum->lost += w.lost;
-}
-
-#define NS_OF(ptr, T) ((ptr) ? (struct ns_common *)((void *)(ptr) + bpf_core_field_offset(T, ns)) : NULL)
-
-static __always_inline void walk_all(struct bpf_iter__task *ctx, __u32 emit)
-{
-	struct task_struct *t = ctx->task;
-	struct walk_sum sum = {};
-	struct nsproxy *nsp;
-
-	if (!t || ctx->meta->seq_num != 0)
-		return;
-	nsp = BPF_CORE_READ(t, nsproxy);
-	if (!has_ns_lists() || !nsp)
-		return;
-	walk_type(NS_OF(BPF_CORE_READ(nsp, net_ns), struct net), CLONE_NEWNET, emit, &sum);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, mnt_ns), struct mnt_namespace), CLONE_NEWNS, emit, &sum);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, uts_ns), struct uts_namespace), CLONE_NEWUTS, emit, &sum);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, ipc_ns), struct ipc_namespace), CLONE_NEWIPC, emit, &sum);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, pid_ns_for_children), struct pid_namespace), CLONE_NEWPID, emit, &sum);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, cgroup_ns), struct cgroup_namespace), CLONE_NEWCGROUP, emit, &sum);
-	walk_type(NS_OF(BPF_CORE_READ(nsp, time_ns), struct time_namespace), CLONE_NEWTIME, emit, &sum);
-	walk_type(NS_OF(BPF_CORE_READ(t, real_cred, user_ns), struct user_namespace), CLONE_NEWUSER, emit, &sum);
-	bpf_seq_write(ctx->meta->seq, &sum, sizeof(sum));
-}
-
-/*
- * The 6.18+ namespace-list walk, on the iterator's first task only: records to scan_rb, the walk's
- * digest to the iterator's output. A program of its own because it uses bpf_loop with a callback:
- * kernels before 5.13 reject any object whose func_info lists a callback subprogram ("number of funcs
- * in func_info doesn't match number of subprogs"), even in dead code, so Python loads the object with
- * it first and again without it when refused; before 6.18 it loads but writes nothing (no namespace
- * lists: its output is empty instead of a walk_sum), and Python drops it.
- */
-SEC("iter/task")
-int scan_lists(struct bpf_iter__task *ctx)
-{
-	walk_all(ctx, 1);
-	return 0;
-}
-
-/* The same walk writing only its digest: a rescan that finds the digest of the last scan_lists knows
- * the set of namespaces unchanged without a record (what an idle host's rescans find). */
-SEC("iter/task")
-int scan_digest(struct bpf_iter__task *ctx)
-{
-	walk_all(ctx, 0);
-	return 0;
-}
-
-SEC("iter/task")
-int scan_tasks(struct bpf_iter__task *ctx)
-{
-	struct task_struct *t = ctx->task;
-	struct task_record rec = {};
-
-	if (!t)
-		return 0;
-	rec.pid = t->pid;
-	rec.tgid = t->tgid;
-	task_inums(t, rec.inum);
-	if (rec.pid != rec.tgid) {
-		/* a thread: only worth a record when its namespaces differ from its leader's */
-		struct task_struct *leader = t->group_leader;
-
-		if (leader && BPF_CORE_READ(leader, nsproxy) == t->nsproxy &&
-		    BPF_CORE_READ(leader, real_cred, user_ns) == BPF_CORE_READ(t, real_cred, user_ns))
-			return 0;
-	}
-	{
-		struct pid_namespace *active = BPF_CORE_READ(t, thread_pid, numbers[0].ns);
-		/* the task's own pid namespace is the one at its pid's deepest level */
-		unsigned int level = BPF_CORE_READ(t, thread_pid, level);
-
-		if (level < 32)
-			active = BPF_CORE_READ(t, thread_pid, numbers[level & 31].ns);
-		rec.inum[NSTRACK_SLOT_PID] = active ? BPF_CORE_READ(active, ns.inum) : 0;
-	}
-	bpf_probe_read_kernel_str(rec.comm, sizeof(rec.comm), t->comm);
-	rec.uid = BPF_CORE_READ(t, real_cred, uid.val);
-	{
-		/* Tasks sharing an nsproxy hold one reference between them on each of its namespaces: user
-		 * space counts distinct nsproxies to explain refcounts. Only an identity, never an address. */
-		__u64 p = (__u64)BPF_CORE_READ(t, nsproxy);
-
-		/* nsproxy objects are 8-byte aligned and 72 bytes apart: bits 3..34 tell live ones apart
-		 * (the bits above, folded in, only matter when two are 32 GiB apart); never 0 for one */
-		__u32 h = (__u32)(p >> 3) ^ (__u32)(p >> 35);
-
-		rec.nsproxy_id = p ? (h ? h : 1) : 0;
-	}
-	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
-	return 0;
-}
-
-#define NSFS_MAGIC 0x6e736673
-#define S_IFMT   00170000
-#define S_IFSOCK 0140000
-
-/* The CLONE_NEW* type of any namespace, on every kernel. */
-static __always_inline __u32 any_type_of(struct ns_common *ns)
-{
-	struct proc_ns_operations___old *ops;
-
-	if (bpf_core_field_exists(ns->ns_type))
-		return BPF_CORE_READ(ns, ns_type);
-	ops = (void *)BPF_CORE_READ(ns, ops);
-	return BPF_CORE_READ(ops, type);
-}
-
-/* Every nsfs file and every socket of every process (threads sharing a file table are skipped). */
-SEC("iter/task_file")
-int scan_files(struct bpf_iter__task_file *ctx)
-{
-	struct file *f = ctx->file;
-	struct task_struct *t = ctx->task;
-	struct file_record rec = {};
-	struct user_namespace *owner = NULL;
-	struct inode *inode;
-	__u32 unused;
-
-	if (!f || !t)
-		return 0;
-	inode = BPF_CORE_READ(f, f_inode);
-	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFSOCK) {
-		struct socket *sock = BPF_CORE_READ(f, private_data);
-		struct net *net = BPF_CORE_READ(sock, sk, __sk_common.skc_net.net);
-
-		if (!net)
-			return 0;
-		rec.kind = NSTRACK_FILE_SOCKET;
-		rec.ns_type = CLONE_NEWNET;
-		rec.inum = BPF_CORE_READ(net, ns.inum);
-		owner = BPF_CORE_READ(net, user_ns);
-	} else if (BPF_CORE_READ(inode, i_sb, s_magic) == NSFS_MAGIC) {
-		struct ns_common *ns = BPF_CORE_READ(inode, i_private);
-
-		if (!ns)
-			return 0;
-		rec.kind = NSTRACK_FILE_NSFS;
-		rec.ns_type = any_type_of(ns);
-		rec.inum = BPF_CORE_READ(ns, inum);
-		owner = owner_of(ns, rec.ns_type, &unused);
-	} else {
-		return 0;
-	}
-	rec.owner_inum = owner ? BPF_CORE_READ(owner, ns.inum) : 0;
-	rec.tgid = t->tgid;
-	rec.fd = ctx->fd;
-	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }
 
