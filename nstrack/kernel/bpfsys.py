@@ -15,6 +15,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from .arch import SYS_BPF
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
@@ -254,7 +256,6 @@ class RingBuffer:
 # --------------------------------------------------------------------------------------------
 # Raw bpf(2): pinned objects and iterators (x86-64)
 
-_NR_BPF = 321
 BPF_OBJ_PIN, BPF_OBJ_GET, BPF_OBJ_GET_INFO_BY_FD, BPF_LINK_CREATE, BPF_ITER_CREATE = 6, 7, 15, 28, 33
 BPF_TRACE_ITER = 28  # enum bpf_attach_type
 
@@ -262,7 +263,7 @@ BPF_TRACE_ITER = 28  # enum bpf_attach_type
 def bpf(cmd: int, attr: bytes, what: str) -> int:
     """One bpf(2) call with ``attr`` (zero-padded to 128 bytes); returns its result or raises BPFError."""
     buf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
-    ret = _libc.syscall(_NR_BPF, cmd, buf, 128)
+    ret = _libc.syscall(SYS_BPF, cmd, buf, 128)
     if ret < 0:
         raise BPFError(ctypes.get_errno() or errno_mod.EIO, what)
     return int(ret)

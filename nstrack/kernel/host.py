@@ -7,6 +7,8 @@ import errno
 import os
 from dataclasses import dataclass, field
 
+from .arch import SYS_LISTNS
+
 CAPS = {
     "CAP_CHOWN": 0,
     "CAP_DAC_OVERRIDE": 1,
@@ -21,7 +23,6 @@ CAPS = {
     "CAP_CHECKPOINT_RESTORE": 40,
 }
 
-SYS_LISTNS = 470  # x86_64, Linux 6.19+
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

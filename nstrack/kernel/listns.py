@@ -46,7 +46,7 @@ import errno
 import os
 
 from ..model.nstypes import NS_TYPES
-from .host import SYS_LISTNS
+from .arch import SYS_LISTNS
 
 NS_ID_REQ_SIZE_VER0 = 32
 LISTNS_CURRENT_USER = 0xFFFFFFFFFFFFFFFF
