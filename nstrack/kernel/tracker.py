@@ -16,33 +16,18 @@ from __future__ import annotations
 
 import logging
 import select
-import struct
 import time
 from array import array
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import sub
 from typing import Self
 
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    BRIEF_COMM,
-    BRIEF_STATS,
-    COMM_KEY,
     EV_CREATED,
     EV_DESTROYED,
-    EV_INUM,
-    EV_NS_ID,
-    EV_SOURCE,
-    EV_TS,
-    EV_TYPE,
-    EVENT,
     EVENT_ROW,
-    LAYOUT_BRIEF_STATS,
-    LAYOUT_NS_EVENT,
     ROW_INUM,
     ROW_KIND,
     ROW_NS_ID,
@@ -51,21 +36,20 @@ from ..model.records import (
     SOURCES,
     TASK_SOURCES,
     TYPE_OF_FLAG,
-    BriefBatch,
     EventBatch,
     NSRecord,
     Row,
     boot_ns,
     check_rows,
-    comm_text,
     events_of_rows,
 )
 from ..model.replica import Change, Replica, pair_events, pair_keys, pick
 from . import hooks
 from .bpf_names import EVENTS
-from .bpfsys import parse_ring_rows, parse_ring_span
-from .libbpf import BPFMap, BPFObject, RingBuffer
+from .bpfsys import parse_ring_rows
+from .libbpf import BPFObject, RingBuffer
 from .objects import bpf_object
+from .pairing import HOLD_SECONDS, YOUNG_MAX, BPFPairing
 from .probe import Findings
 from .scanner import Scan, Scanner, procfs_scan
 
@@ -86,29 +70,7 @@ DEFER_BATCH_SECONDS = 0.2
 PAIR_DRAIN_SECONDS = 1.0
 WAKE_FRACTION = 4
 DEFER_MAX = 200_000
-# In the event modes a creation still without its free at the end of a drain is held back this long
-# (by its kernel timestamp) for its free: net namespaces are freed from a work queue, often drains
-# after their creation (under churn in the VMs: 40% later than 0.1 s on 5.10; on 6.1 a third of them
-# 1.9-2.9 s later). Clients do not wait for it: scrapes and requests take back whatever waits first.
-HOLD_SECONDS = 3.0
-SRC_FREE, SRC_TREE_REMOVE = (next(k for k, v in SOURCES.items() if v == name) for name in ("free", "tree_remove"))
-# serve in the event modes pairs in BPF: creations wait in the `young` map for their free (this many at
-# most; more go to the ring, where Python pairs them). 88 bytes of kernel memory each, preallocated.
-YOUNG_MAX = 16384
-YOUNG_KEY = struct.Struct("<I")  # `young`'s key: an inode number
-# BPF's counts of what it paired (brief_stats, brief_comms: a listing, a system call) are taken at most this
-# often (at drains: each drain once a second, fewer in a burst that wakes the reader), and whenever serve
-# catches up (before scrapes and requests)
-COUNTS_SECONDS = 0.9
-TYPE_INDEX = {flag: TYPE_NAMES.index(name) for flag, name in TYPE_OF_FLAG.items()}  # as BPF's type_index()
-# BPF counts the creations it holds in `young`, and those it pairs, per slot of their kernel time (bits
-# YOUNG_SLOT_SHIFT.. of it, modulo YOUNG_SLOTS; as bpf/events.bpf.c): all a slot holds are due once its
-# latest period ended HOLD_SECONDS ago (64 slots of 0.27 s: a slot's periods are 17 s apart, far more than
-# HOLD_SECONDS and a sweep's gap).
-YOUNG_SLOTS = 64
-YOUNG_SLOT_SHIFT = 28
-# Listings of `young` come at least this far apart (see Tracker._sweep).
-SWEEP_GAP_SECONDS = 0.5
+# (BPF pairing's settings, HOLD_SECONDS among them, are in pairing.py)
 
 
 @dataclass
@@ -254,22 +216,9 @@ class Tracker:
         # proc_free_inum is hooked (before 6.18): frees may come as bare inode numbers
         self._inum_frees = any(prog.endswith(hooks.INUM_FREE) for prog, _ in self.plan.attach)
         # serve in the event modes: BPF holds each creation in `young` until its free, and reports the
-        # two as one brief_rb record; Python takes back what is still held HOLD_SECONDS later (_sweep)
-        self._pairing = defer_events and event_mode and all("any" in a for a in self.plan.event_types.values())
-        self._briefs: RingBuffer | None = None
-        self._young: BPFMap | None = None
-        self._epoll: select.epoll | None = None  # (pairing) waits for BPF's wake-ups
-        # BPF's counts of what it paired (brief_stats, brief_comms) as last taken, and what is to come off
-        # them (namespaces the replica knew, applied as events: _uncount_brief)
-        self._brief_comms: BPFMap | None = None
-        self._brief_stats_last = bytes(BRIEF_STATS.size * len(TYPE_NAMES))
-        self._brief_comms_last: dict[tuple[int, bytes], int] = {}
-        self._uncount: Counter[tuple[object, ...]] = Counter()
-        self._next_counts = 0.0  # (monotonic) when BPF's counts are taken next (_take_brief_counts)
-        self._young_taken = [0] * YOUNG_SLOTS  # creations Python took back from `young`, by slot
-        # (boot_ns) no creation held in `young` can be due before this: _sweep lists the map only then
-        self._next_sweep = 0
-        self._brief_ok = {(EV_CREATED, f) for f in TYPE_OF_FLAG}
+        # two as one brief_rb record; Python takes back what is still held HOLD_SECONDS later (pairing.py)
+        pairs = defer_events and event_mode and all("any" in a for a in self.plan.event_types.values())
+        self.pairing: BPFPairing | None = BPFPairing(self) if pairs else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -277,7 +226,7 @@ class Tracker:
     def pairs_in_bpf(self) -> bool:
         """Creations are held in BPF until their free, and the two reported as one record (serve in the
         event modes)."""
-        return self._pairing
+        return self.pairing is not None
 
     @property
     def free_latency_bound(self) -> float | None:
@@ -313,21 +262,17 @@ class Tracker:
         try:
             obj.only(*dict.fromkeys(p for p, _ in self.plan.attach))
             obj.map(M.events).max_entries = self.ringbuf_bytes
-            obj.map(M.brief_rb).max_entries = self.ringbuf_bytes if self._pairing else 4096
-            obj.map(M.young).max_entries = YOUNG_MAX if self._pairing else 1
-            if not self._pairing:
+            pairing = self.pairing
+            obj.map(M.brief_rb).max_entries = self.ringbuf_bytes if pairing else 4096
+            obj.map(M.young).max_entries = YOUNG_MAX if pairing else 1
+            if not pairing:
                 obj.map(M.brief_comms).max_entries = 1  # (counts of what BPF pairs: serve's event modes)
-            if self._pairing:
+            else:
                 obj.set_globals(**{G.pair_frees: 1, G.wake_bytes: self.ringbuf_bytes // WAKE_FRACTION})
             obj.load()
             self._events = obj.ring_buffer(M.events)  # read with read_spans()
-            if self._pairing:
-                self._briefs, self._young = obj.ring_buffer(M.brief_rb), obj.map(M.young)
-                self._brief_comms = obj.map(M.brief_comms)
-                # edge-triggered: reports BPF's wake-ups (a ring a quarter full), not records waiting
-                self._epoll = select.epoll()
-                for ring in (self._events, self._briefs):
-                    self._epoll.register(ring.fd, select.EPOLLIN | select.EPOLLET)
+            if pairing:
+                pairing.attach(obj, self._events, obj.ring_buffer(M.brief_rb), obj.map(M.young), obj.map(M.brief_comms))
             for prog, target in self.plan.attach:
                 p = obj.program(prog)
                 p.attach_kprobe(target) if target else p.attach()
@@ -344,10 +289,9 @@ class Tracker:
         if self._obj is not None:
             self._obj.close()
             self._obj = None
-        if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
-        self._events = self._briefs = self._young = self._brief_comms = None
+        if self.pairing is not None:
+            self.pairing.close()
+        self._events = None
 
     def __enter__(self) -> Self:
         return self
@@ -480,178 +424,11 @@ class Tracker:
         if rest:
             self._apply_rows(list(map(batch.row, sorted(rest))), changes)
 
-    def _take_briefs(self, changes: list[Change]) -> None:
-        """Namespaces BPF paired (``brief_rb``): counted and kept as tombstones (Replica.settle_brief);
-        those the replica knows (a scan found them while their creation was held) applied as events."""
-        assert self._briefs is not None
-        parts: list[bytes] = []
-        stride = BriefBatch.STRIDE
-        for span, span_stride in self._briefs.read_spans():
-            if span_stride == stride:
-                parts.append(span)
-            else:  # a record discarded (its creation taken back meanwhile) or of another size
-                _, records = parse_ring_span(span)
-                good = [r for r in records if len(r) == stride - 8]
-                self.stats.bad_records += len(records) - len(good)
-                parts += [bytes(8) + r for r in good]
-        if not parts:
-            return
-        batch = BriefBatch(b"".join(parts))
-        rows: Sequence[int] = range(len(batch))
-        # (their types: BPF pairs only the eight it knows; a tombstone is decoded, and checked, when asked for)
-        if batch.kind.count(EV_CREATED) != len(batch):
-            good_rows = [i for i in rows if (batch.kind[i], batch.flag[i]) in self._brief_ok]
-            self.stats.bad_records += len(rows) - len(good_rows)
-            rows = good_rows
-        # (by inode number first: a live entry with a record's ns_id has its inode number, and an ns_id
-        # column is a copy more, of 64-bit words)
-        if rows and not self.replica.alive_inums().isdisjoint(batch.inum):
-            ids, inums, knows = batch.ns_id, batch.inum, self.replica.knows
-            known = [i for i in rows if knows(ids[i] or None, inums[i])]
-            if known:
-                rows = sorted(set(rows).difference(known))
-                events: list[Row] = []
-                for i in known:
-                    r = batch.row(i)
-                    free = SRC_TREE_REMOVE if SOURCES.get(r[EV_SOURCE]) == "tree_add" else SRC_FREE
-                    events += [r, LAYOUT_NS_EVENT.row(ts_ns=batch.end[i], ns_id=r[EV_NS_ID], kind=EV_DESTROYED,
-                                                      ns_type=r[EV_TYPE], inum=r[EV_INUM], source=free)]
-                    self._uncount_brief(batch, i)
-                mark = len(changes)
-                self._apply_rows(events, changes)
-                # BPF has its lifetime (serve's histogram takes that): "paired", not "event"
-                changes[mark:] = [c._replace(via="paired") if c.kind == "destroyed" else c for c in changes[mark:]]
-        self.replica.settle_brief(batch, rows)
-        self.stats.events += 2 * len(rows)
-        self.stats.brief += len(rows)
-
-    def _uncount_brief(self, batch: BriefBatch, i: int) -> None:
-        """Record ``i`` is applied as events (and counted by them): what BPF counted of it is taken off
-        its counts (``_take_brief_counts``), now or, if they already went to the replica, from the next."""
-        t = TYPE_INDEX.get(batch.flag[i])
-        if t is None:  # not a type BPF pairs (nor counts)
-            return
-        pending = self._uncount
-        pending[("n", t)] += 1  # (its lifetime stays: its change says "paired", and serve leaves it to BPF's)
-        if batch.tgid[i] and batch.counted[i] & BRIEF_COMM:
-            pending[("comm", t, batch.comm(i))] += 1
-
-    def _take_uncount(self, key: tuple[object, ...], available: int) -> int:
-        pending = self._uncount
-        k = min(pending.get(key, 0), available)
-        if k:
-            pending[key] -= k
-            if not pending[key]:
-                del pending[key]
-        return k
-
-    def _take_brief_counts(self, now: bool = False) -> None:
-        """What BPF counted of the namespaces it paired (brief_stats, brief_comms) since it was last
-        taken, into the replica (Replica.count_brief): once ``COUNTS_SECONDS`` have passed, or ``now``.
-        Counts only grow: what ``_uncount_brief`` takes off comes off what BPF adds."""
-        assert self._obj is not None and self._brief_comms is not None
-        clock = time.monotonic()
-        if not now and clock < self._next_counts:
-            return
-        self._next_counts = clock + COUNTS_SECONDS
-        raw = self._obj.read_global_bytes(G.brief_stats)
-        if raw == self._brief_stats_last:
-            return
-        delta = list(map(sub, array("Q", raw), array("Q", self._brief_stats_last)))
-        self._brief_stats_last = raw
-        uncount, width = self._take_uncount, BRIEF_STATS.size // 8  # (brief_stats is all u64s)
-        count, life_sum, life = (LAYOUT_BRIEF_STATS.index[n] for n in ("count", "life_sum_ns", "life"))
-        per_type: dict[str, int] = {}
-        lives: list[tuple[str, list[int], int]] = []
-        for t, name in enumerate(TYPE_NAMES):
-            row = delta[t * width : (t + 1) * width]
-            if row[count]:
-                n = row[count] - uncount(("n", t), row[count]) if self._uncount else row[count]
-                if n:
-                    per_type[name] = n
-                lives.append((name, row[life:], row[life_sum]))
-        by_comm: dict[tuple[str, str], int] = {}
-        keys, values = self._brief_comms.lookup_all()  # (BPF counts a pair's command after its type)
-        comms_last = self._brief_comms_last
-        for k, (total,) in zip(COMM_KEY.iter_unpack(keys), struct.iter_unpack("<Q", values)):
-            comm, t, _ = k
-            d = total - comms_last.get((t, comm), 0)
-            if d > 0:
-                comms_last[(t, comm)] = total
-                d -= uncount(("comm", t, comm), d)
-                if d:
-                    by_comm[(TYPE_NAMES[t], comm_text(comm))] = d
-        self.replica.count_brief(per_type, by_comm, lives)
-
-    def _young_counts(self) -> tuple[array[int], array[int]] | None:
-        """BPF's per-slot counters of ``young`` (held, paired), read from memory mapped from the kernel
-        (no system call); None without pairing."""
-        if self._young is None or self._obj is None:
-            return None
-        read = self._obj.read_global_bytes
-        return array("Q", read(G.young_in)), array("Q", read(G.young_paired))
-
-    def _young_held(self) -> int:
-        """Creations BPF holds in ``young`` now."""
-        counts = self._young_counts()
-        return 0 if counts is None else max(0, sum(counts[0]) - sum(counts[1]) - sum(self._young_taken))
-
-    def _young_slot_due(self, counts: tuple[array[int], array[int]], held: int, now: int) -> bool:
-        """Whether a slot holds creations that are all due at ``now`` (the latest period of the slot
-        ended ``HOLD_SECONDS`` ago; older creations in it are older still), given ``held`` in all: the
-        slots of the periods since then are the only ones that may not be (about a dozen of them)."""
-        period, due = now >> YOUNG_SLOT_SHIFT, now - int(HOLD_SECONDS * 1e9)
-        recent = min(YOUNG_SLOTS, period + 1 - (due >> YOUNG_SLOT_SHIFT))  # slots whose latest period is not due
-        ins, paired = counts
-        taken = self._young_taken
-        slots = [(period - d) % YOUNG_SLOTS for d in range(recent)]
-        return held - sum(ins[i] - paired[i] - taken[i] for i in slots) > 0
-
-    def _sweep(self, changes: list[Change], everything: bool = False) -> None:
-        """Take back the creations BPF has held in ``young`` since ``HOLD_SECONDS`` ago (all of them
-        with ``everything``) and apply them. Each is deleted first: whoever deletes an entry owns it
-        (BPF pairs the others with their frees). Runs after the ring is read: a free after the delete
-        reaches the ring, so the next drain, after its creation.
-
-        Listing the map walks every bucket of it (in the VMs ~1.6M instructions for 16384 buckets, a
-        quarter of the tracker's time under churn when done every second), so it is listed only when
-        BPF's per-slot counters show a slot whose creations are all due (under churn on 6.18+ every
-        namespace is freed within microseconds: never listed), no creation the last listing left is due
-        later, and ``SWEEP_GAP_SECONDS`` have passed since it. A creation is taken back at most
-        ``HOLD_SECONDS`` + one slot period (0.27 s) + ``SWEEP_GAP_SECONDS`` + a drain after it was made."""
-        counts = self._young_counts()
-        if counts is None or self._young is None:
-            return
-        held = sum(counts[0]) - sum(counts[1]) - sum(self._young_taken)
-        if held <= 0:
-            return
-        hold = int(HOLD_SECONDS * 1e9)
-        now = boot_ns()
-        if not everything and (now < self._next_sweep or not self._young_slot_due(counts, held, now)):
-            return
-        _, values = self._young.lookup_all()
-        made = array("Q", values)[LAYOUT_NS_EVENT.column("ts_ns")]  # each entry's kernel timestamp
-        gap = now + int(SWEEP_GAP_SECONDS * 1e9)
-        if everything:
-            rows = list(EVENT.iter_unpack(values))
-            self._next_sweep = max(now + hold, gap)
-        else:
-            due = now - hold
-            rows = [EVENT.unpack_from(values, i * EVENT.size) for i, ts in enumerate(made) if ts <= due]
-            self._next_sweep = max(min((ts for ts in made if ts > due), default=now) + hold, gap)
-        delete, key = self._young.delete, YOUNG_KEY.pack
-        mine = sorted(r for r in rows if delete(key(r[EV_INUM])))  # by kernel time: the order they happened in
-        taken = self._young_taken
-        for r in mine:
-            taken[(r[EV_TS] >> YOUNG_SLOT_SHIFT) % YOUNG_SLOTS] += 1
-        if mine:
-            self._apply_rows(mine, changes)
-
     @property
     def deferred(self) -> int:
         """Creation events waiting (``defer_events``): for the next rescan, or held for their free
         (in Python, or in BPF's ``young``)."""
-        return self._deferred_count + self._young_held()
+        return self._deferred_count + (self.pairing.held() if self.pairing is not None else 0)
 
     @property
     def behind(self) -> bool:
@@ -660,10 +437,9 @@ class Tracker:
         memory mapped from the kernel only: cheap enough before every scrape."""
         if self.deferred:
             return True
-        if self._briefs is None or self._events is None or self._obj is None:
+        if self.pairing is None or self._events is None:
             return False
-        return bool(self._briefs.waiting() or self._events.waiting()
-                    or self._obj.read_global_bytes(G.brief_stats) != self._brief_stats_last)
+        return self.pairing.behind(self._events)
 
     def catch_up(self) -> list[Change]:
         """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
@@ -673,9 +449,8 @@ class Tracker:
                 self._undefer(changes)
             else:
                 changes += self.rescan()
-        if self._young is not None:
-            self._sweep(changes, everything=True)
-            self._take_brief_counts(now=True)
+        if self.pairing is not None and self.pairing.young is not None:
+            self.pairing.catch_up(changes)
         return changes
 
     def drain(self) -> list[Change]:
@@ -687,10 +462,8 @@ class Tracker:
                 self._take_span(span, stride)
             if self._defer == "events" and self._deferred:
                 self._undefer(self._pending, hold=True)
-            if self._briefs is not None:
-                self._take_briefs(self._pending)
-                self._take_brief_counts()
-                self._sweep(self._pending)
+            if self.pairing is not None and self.pairing.briefs is not None:
+                self.pairing.drain(self._pending)
         out, self._pending = self._pending, []
         return out
 
@@ -706,8 +479,9 @@ class Tracker:
         if self._events is None:
             time.sleep(deadline - now)
             return
-        if self._epoll is not None:  # BPF holds creations and pairs quietly: look this often, or when woken
-            self._epoll.poll(max(0.0, min(deadline, self._last_drain + PAIR_DRAIN_SECONDS) - now))
+        if self.pairing is not None and self.pairing.epoll is not None:
+            # BPF holds creations and pairs quietly: look this often, or when woken
+            self.pairing.wait(min(deadline, self._last_drain + PAIR_DRAIN_SECONDS) - now)
             return
         if select.select([self._events.fd], [], [], deadline - now)[0]:
             hold = min(deadline, self._last_drain + self.batch_seconds) - time.monotonic()

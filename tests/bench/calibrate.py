@@ -81,8 +81,10 @@ def brief_pipeline_us_per_event() -> float:
 
     t, _ = event_tracker()
     briefs, young = FakeRing(), FakeYoung()
-    t._briefs, t._young, t._obj = briefs, young, young
-    t._brief_comms = FakeCommMap(young)
+    t._obj = young
+    assert t.pairing is not None
+    t.pairing.briefs, t.pairing.young, t.pairing.obj = briefs, young, young
+    t.pairing.comms = FakeCommMap(young)
     t.replica.keep_brief_lives = True  # as serve
     nid = 10**6
 

@@ -17,8 +17,9 @@ from contextlib import ExitStack
 
 import pytest
 
+from nstrack.kernel.pairing import HOLD_SECONDS
 from nstrack.kernel.probe import investigate
-from nstrack.kernel.tracker import HOLD_SECONDS, Tracker
+from nstrack.kernel.tracker import Tracker
 from nstrack.model.nstypes import TYPE_NAMES
 
 from .scenario import ASYNC_FREE_GRACE, Made, Recorder, bind_mount, make_namespace, nsfs_fd
@@ -202,7 +203,8 @@ def test_deferred_creations_of_short_lived_namespaces(mode: str | None) -> None:
             # one key per command and type: the command zero-padded (not as the stack had it past the NUL)
             from nstrack.model.records import COMM_KEY
 
-            keys, _ = tracker._brief_comms.lookup_all()  # type: ignore[union-attr]
+            assert tracker.pairing is not None and tracker.pairing.comms is not None
+            keys, _ = tracker.pairing.comms.lookup_all()
             comms = [c for c, _t, _r in COMM_KEY.iter_unpack(keys)]
             assert comms and all(not c.partition(b"\0")[2].strip(b"\0") for c in comms), comms
         else:  # frees from events (fentry, kprobe), or a rescan of what holds namespaces
@@ -256,7 +258,8 @@ def test_bpf_wakes_serve_when_a_ring_is_a_quarter_full(mode: str | None) -> None
     import select
 
     with _pairing_tracker(mode) as tracker:
-        epoll, briefs = tracker._epoll, tracker._briefs
+        assert tracker.pairing is not None
+        epoll, briefs = tracker.pairing.epoll, tracker.pairing.briefs
         assert epoll is not None and briefs is not None
         tracker.poll(0)
         epoll.poll(0)  # (whatever start-up left reported)
@@ -282,7 +285,8 @@ def test_serve_reads_a_burst_before_the_ring_fills(mode: str | None) -> None:
         tracker.catch_up()
         created = tracker.replica.counters.created["uts"]
         stop = threading.Event()
-        briefs = tracker._briefs
+        assert tracker.pairing is not None
+        briefs = tracker.pairing.briefs
         assert briefs is not None
         drains: list[tuple[float, int]] = []  # (when, bytes the ring of pairs held): to explain a loss
 

@@ -121,7 +121,7 @@ def test_ns_record_and_tasks() -> None:
 def test_young_slot_counters_match_the_compiled_object() -> None:
     """The tracker reads BPF's per-slot counters of `young` as YOUNG_SLOTS u64s each."""
     from nstrack.kernel.libbpf import BPFObject
-    from nstrack.kernel.tracker import YOUNG_SLOTS
+    from nstrack.kernel.pairing import YOUNG_SLOTS
 
     obj = BPFObject.open(bpf_object("events"))
     try:
@@ -130,7 +130,7 @@ def test_young_slot_counters_match_the_compiled_object() -> None:
     finally:
         obj.close()
     source = (Path(__file__).parents[2] / "bpf" / "events.bpf.c").read_text()
-    from nstrack.kernel.tracker import YOUNG_SLOT_SHIFT
+    from nstrack.kernel.pairing import YOUNG_SLOT_SHIFT
 
     assert f"#define YOUNG_SLOTS {YOUNG_SLOTS}\n" in source and f"#define YOUNG_SLOT_SHIFT {YOUNG_SLOT_SHIFT} " in source
 

@@ -380,7 +380,7 @@ class FakeYoung:
     def count_pair(self, created: bytes, end: int) -> bytes:
         """As BPF's count_pair: a creation (EVENT record) freed at ``end`` counted in brief_stats, and its
         creator in brief_comms while there is room; returns its brief_rb record."""
-        from nstrack.kernel.tracker import TYPE_INDEX
+        from nstrack.kernel.pairing import TYPE_INDEX
         from nstrack.model.records import BRIEF_COMM, BRIEF_STATS, LIFE_BOUNDS_NS
 
         ts, _id, _cg, _kind, flag, _inum, _o, _p, _pid, tgid, _src, comm = EVENT.unpack(created)
@@ -423,14 +423,17 @@ def brief_raw(created: bytes, end: int, counted: int = 0) -> bytes:
 
 
 def pairing_tracker(monkeypatch: pytest.MonkeyPatch, now: list[int]) -> tuple[object, FakeRing, FakeRing, FakeYoung]:
+    from nstrack.kernel import pairing as pairing_mod
     from nstrack.kernel import tracker as tracker_mod
 
     monkeypatch.setattr(tracker_mod, "boot_ns", lambda: now[0])
+    monkeypatch.setattr(pairing_mod, "boot_ns", lambda: now[0])
     t, ring = event_tracker()
-    assert t._pairing  # serve in an event mode pairs in BPF
+    assert t.pairing is not None  # serve in an event mode pairs in BPF
     briefs, young = FakeRing(), FakeYoung()
-    t._briefs, t._young, t._obj = briefs, young, young  # type: ignore[assignment]
-    t._brief_comms = FakeCommMap(young)  # type: ignore[assignment]
+    t._obj = young  # type: ignore[assignment]
+    t.pairing.briefs, t.pairing.young, t.pairing.obj = briefs, young, young  # type: ignore[assignment]
+    t.pairing.comms = FakeCommMap(young)  # type: ignore[assignment]
     return t, ring, briefs, young
 
 
@@ -441,13 +444,15 @@ def test_pairs_made_in_bpf_are_counted_and_kept_as_tombstones(monkeypatch: pytes
     counted of it comes off BPF's counts (from later ones if they went to the replica already)."""
     from types import SimpleNamespace
 
+    from nstrack.kernel import pairing as pairing_mod
     from nstrack.kernel import tracker as tracker_mod
 
     now = [10**9]
     t, _ring, briefs, young = pairing_tracker(monkeypatch, now)
     clock = [100.0]  # drains take BPF's counts once COUNTS_SECONDS have passed; catch_up always
     monkeypatch.setattr(tracker_mod, "time", SimpleNamespace(monotonic=lambda: clock[0]))
-    step = tracker_mod.COUNTS_SECONDS
+    monkeypatch.setattr(pairing_mod, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    step = pairing_mod.COUNTS_SECONDS
     t.replica.keep_brief_lives = True
     t.replica.reconcile([NSRecord("net", 7002, None, 0, 0, None), NSRecord("uts", 7010, None, 0, 0, None)], 0,
                         startup=True)  # found by a scan
@@ -546,10 +551,11 @@ def test_young_is_listed_only_once_something_can_be_due(monkeypatch: pytest.Monk
     slot whose creations are all due (the slot's latest period ended HOLD_SECONDS ago), no creation the
     last listing left is due later, and SWEEP_GAP_SECONDS have passed since it; creations BPF paired are
     never listed. What a listing finds due is taken back; catch_up takes all at once."""
+    from nstrack.kernel import pairing as pairing_mod
     from nstrack.kernel import tracker as tracker_mod
 
     hold = int(tracker_mod.HOLD_SECONDS * 1e9)
-    gap = int(tracker_mod.SWEEP_GAP_SECONDS * 1e9)
+    gap = int(pairing_mod.SWEEP_GAP_SECONDS * 1e9)
     step = hold // 20
     now = [10 * hold]
     t, _ring, _briefs, young = pairing_tracker(monkeypatch, now)
@@ -576,7 +582,7 @@ def test_young_is_listed_only_once_something_can_be_due(monkeypatch: pytest.Monk
     young.hold(raw(second, 0, NET, 8102))
     young.hold(raw(third, 0, UTS, 8103))
     for ts, inum in ((second, 8102), (third, 8103)):
-        when = max(certain(ts), t._next_sweep)
+        when = max(certain(ts), t.pairing.next_sweep)
         assert when >= max(ts + hold, last + gap)
         now[0] = when - 1
         assert t.drain() == [] and t.deferred >= 1
