@@ -19,37 +19,27 @@ import select
 import time
 from array import array
 from dataclasses import dataclass, field
-from itertools import compress
 from typing import Self
 
 from ..model import mode as modes
 from ..model.nstypes import TYPE_NAMES
 from ..model.records import (
-    EV_CREATED,
-    EV_DESTROYED,
     EVENT_ROW,
-    ROW_INUM,
-    ROW_KIND,
-    ROW_NS_ID,
-    ROW_SOURCE,
-    ROW_TYPE,
-    SOURCES,
     TASK_SOURCES,
-    TYPE_OF_FLAG,
     EventBatch,
     NSRecord,
     Row,
-    boot_ns,
     check_rows,
     events_of_rows,
 )
-from ..model.replica import Change, Replica, pair_events, pair_keys, pick
+from ..model.replica import Change, Replica
 from . import hooks
 from .bpf_names import EVENTS
 from .bpfsys import parse_ring_rows
+from .deferral import ByDrain, Deferral, UntilScan
 from .libbpf import BPFObject, RingBuffer
 from .objects import bpf_object
-from .pairing import HOLD_SECONDS, YOUNG_MAX, BPFPairing
+from .pairing import HOLD_SECONDS, YOUNG_MAX, BPFPairing  # noqa: F401  (HOLD_SECONDS: callers' bound)
 from .probe import Findings
 from .scanner import Scan, Scanner, procfs_scan
 
@@ -206,15 +196,10 @@ class Tracker:
         # from the kernel with nothing applied since needs no reconcile
         self._reconciled: tuple[list[NSRecord], set[str], int] | None = None
         self.defer_events = defer_events
-        # once started: "scan" (creations wait for the next rescan), "events" (each drain's events are
-        # applied together, pairs of a creation and its free only counted), or None; and the
-        # (kind, type flag, source) of the events that may wait
-        self._defer: str | None = None
-        self._defer_ok: set[tuple[int, int, int]] = set()
-        self._deferred: list[bytes] = []  # ring spans of creation events waiting for the next rescan
-        self._deferred_count = 0
+        # once started, with defer_events: the records that may wait, and until when (deferral.py)
+        self.deferral: Deferral | None = None
         # proc_free_inum is hooked (before 6.18): frees may come as bare inode numbers
-        self._inum_frees = any(prog.endswith(hooks.INUM_FREE) for prog, _ in self.plan.attach)
+        self.inum_frees = any(prog.endswith(hooks.INUM_FREE) for prog, _ in self.plan.attach)
         # serve in the event modes: BPF holds each creation in `young` until its free, and reports the
         # two as one brief_rb record; Python takes back what is still held HOLD_SECONDS later (pairing.py)
         pairs = defer_events and event_mode and all("any" in a for a in self.plan.event_types.values())
@@ -246,16 +231,11 @@ class Tracker:
         return changes
 
     def _choose_defer(self, has_lists: bool) -> None:
-        """With ``defer_events``, once started: what may wait, and until when (``_defer``)."""
+        """With ``defer_events``, once started: what may wait, and until when (``deferral``)."""
         if has_lists and set(self.plan.rescan_types) == set(TYPE_NAMES):
-            flags = {flag for flag, t in TYPE_OF_FLAG.items() if t in self.plan.rescan_types}
-            self._defer = "scan"
-            self._defer_ok = {(EV_CREATED, f, src) for f in flags for src, name in SOURCES.items()
-                              if name in TASK_SOURCES}
+            self.deferral = UntilScan.for_types(self, set(self.plan.rescan_types))
         elif not self.plan.rescan_types and all("any" in a for a in self.plan.event_types.values()):
-            self._defer = "events"  # every type by its create and free hooks
-            self._defer_ok = {(kind, f, src) for kind in (EV_CREATED, EV_DESTROYED) for f in TYPE_OF_FLAG
-                              for src in SOURCES} | {(EV_DESTROYED, 0, src) for src in SOURCES}
+            self.deferral = ByDrain.every_event(self)  # every type by its create and free hooks
 
     def _load(self) -> None:
         obj = BPFObject.open(bpf_object(EVENTS.OBJECT))
@@ -304,43 +284,15 @@ class Tracker:
     def _take_span(self, span: bytes, stride: int) -> None:
         """One span of ring records and its uniform stride (``RingBuffer.read_spans``): kept
         (``defer_events``) if it holds only events that may wait, otherwise applied now, after whatever waits."""
-        if self._defer is not None and stride == EventBatch.STRIDE:
-            w32 = array("I", span)
-            n = len(span) // EventBatch.STRIDE
-            if self._defer == "events" and self._inum_frees and self._idle_frees(w32, n):
+        deferral = self.deferral
+        if deferral is not None:
+            if stride == EventBatch.STRIDE and deferral.keep(span, array("I", span), len(span) // stride):
                 return
-            # (kind, type flag, source) of every record (the columns of EventBatch); with "scan", an ns_id
-            if (set(zip(w32[ROW_KIND], w32[ROW_TYPE], w32[ROW_SOURCE])) <= self._defer_ok
-                    and (self._defer == "events" or 0 not in array("Q", span)[ROW_NS_ID])):
-                self._deferred.append(span)
-                self._deferred_count += n
-                if self._defer == "scan":
-                    self.stats.events += n  # (with "events", counted when applied)
-                return
-        if self._deferred:
-            self._undefer(self._pending)
+            if deferral.spans:
+                deferral.apply(self._pending)
         _, rows, other = parse_ring_rows(span, EVENT_ROW)
         self.stats.bad_records += other
         self._apply_rows(rows, self._pending)
-
-    def _idle_frees(self, w32: array[int], n: int) -> bool:
-        """Whether a span of ``n`` records (``w32``: its words) holds only inode numbers freed
-        (proc_free_inum) that no live namespace has and no waiting creation: proc entries, and ipc
-        namespaces already reported at their last put; then they are counted and dropped (as _undefer
-        would, at a small part of its cost: under churn on kernels before 6.18 about one a namespace)."""
-        flags, kinds = w32[ROW_TYPE], w32[ROW_KIND]
-        if flags.count(0) != n or kinds.count(EV_DESTROYED) != n:
-            return False
-        inums = w32[ROW_INUM]
-        if not self.replica.alive_inums().isdisjoint(inums):
-            return False
-        if self._deferred:
-            waiting = array("I", b"".join(self._deferred))
-            born = {i for k, i in zip(waiting[ROW_KIND], waiting[ROW_INUM]) if k == EV_CREATED}
-            if not born.isdisjoint(inums):
-                return False
-        self.stats.other_inum_frees += n
-        return True
 
     def _apply_rows(self, rows: list[Row], changes: list[Change]) -> None:
         """Apply a batch of event records (EVENT tuples), appending what changed to ``changes``."""
@@ -365,70 +317,12 @@ class Tracker:
             else:
                 destroyed(ev, changes)
 
-    def _take_deferred(self) -> EventBatch:
-        batch = EventBatch(b"".join(self._deferred))
-        self._deferred, self._deferred_count = [], 0
-        return batch
-
-    def _undefer(self, changes: list[Change], hold: bool = False) -> None:
-        """Apply what waits: with "scan", the creations as events, without a scan; with "events", the
-        batch, pairs of a creation and its free only counted (Replica.settle_pairs).
-
-        ``hold`` (the end of a drain, "events"): creations left without their free are held back for
-        it, up to ``HOLD_SECONDS`` after they happened (their kernel timestamps), at the head of the
-        next drain's batch. Net and ipc namespaces are freed from work queues, so under churn their
-        frees often come drains after their creations, and entering each as alive to remove it moments
-        later was most of nstrack's cost (measured in the VMs). Without ``hold`` all is applied."""
-        batch = self._take_deferred()
-        if self._defer != "events":
-            for ev in events_of_rows(batch.rows()):
-                self.replica.created(ev, changes)
-            return
-        keys = pair_keys(batch)
-        created, destroyed = pair_events(batch, keys)
-        paired = created
-        ids, inums, kinds, knows = batch.ns_id, batch.inum, batch.kind, self.replica.knows
-        if created and self.replica.knows_any(pick(ids, created), pick(inums, created)):
-            # e.g. found by the start-up scan: applied as events
-            mine = [k for k, i in enumerate(created) if not knows(ids[i] or None, inums[i])]
-            created, destroyed = [created[k] for k in mine], [destroyed[k] for k in mine]
-        self.replica.settle_pairs(batch, created, destroyed)
-        self.stats.events += 2 * len(created)
-        self.stats.brief += len(created)
-        rest = set(range(len(batch))).difference(created, destroyed)
-        if rest and self._inum_frees and 0 in batch.flag:
-            # inode numbers freed (proc_free_inum) of no live namespace: proc entries, and ipc namespaces
-            # already reported at their last put; dropped here rather than one by one in _apply_rows
-            flags, alive = batch.flag, self.replica.alive_inums()
-            frees = [i for i in rest if not flags[i] and kinds[i] == EV_DESTROYED]
-            if frees:
-                born = {inums[i] for i in rest if kinds[i] == EV_CREATED}
-                idle = [i for i in frees if inums[i] not in alive and inums[i] not in born]
-                self.stats.other_inum_frees += len(idle)
-                rest.difference_update(idle)
-        if hold and rest:
-            # creations without their free, not yet due; of several with one key (an inode number
-            # reused unseen; ns_ids are never reused) the latest: a later event about a held namespace
-            # would have paired with it, so holding keeps the order in which events are applied
-            alone = sorted(rest.intersection(compress(range(len(batch)), map(EV_CREATED.__eq__, kinds)))
-                           .difference(paired))
-            due = boot_ns() - int(HOLD_SECONDS * 1e9)
-            made = pick(batch.ts, alone)
-            keep = alone if not alone or min(made) > due else list(compress(alone, map(due.__lt__, made)))
-            if keep:
-                latest = keep if keys is ids else sorted(dict(zip(pick(keys, keep), keep)).values())
-                stride, data = EventBatch.STRIDE, batch.data
-                self._deferred = [b"".join([data[i * stride : (i + 1) * stride] for i in latest])]
-                self._deferred_count = len(latest)
-                rest.difference_update(latest)
-        if rest:
-            self._apply_rows(list(map(batch.row, sorted(rest))), changes)
-
     @property
     def deferred(self) -> int:
         """Creation events waiting (``defer_events``): for the next rescan, or held for their free
         (in Python, or in BPF's ``young``)."""
-        return self._deferred_count + (self.pairing.held() if self.pairing is not None else 0)
+        return (self.deferral.count if self.deferral is not None else 0) + (
+            self.pairing.held() if self.pairing is not None else 0)
 
     @property
     def behind(self) -> bool:
@@ -444,11 +338,8 @@ class Tracker:
     def catch_up(self) -> list[Change]:
         """Apply everything reported so far, waiting creations included (a rescan if any wait)."""
         changes = self.drain()
-        if self._deferred:
-            if self._defer == "events":  # creations held for their free: apply them
-                self._undefer(changes)
-            else:
-                changes += self.rescan()
+        if self.deferral is not None and self.deferral.spans:
+            self.deferral.catch_up(changes)
         if self.pairing is not None and self.pairing.young is not None:
             self.pairing.catch_up(changes)
         return changes
@@ -460,8 +351,8 @@ class Tracker:
         if self._events is not None:
             for span, stride in self._events.read_spans():
                 self._take_span(span, stride)
-            if self._defer == "events" and self._deferred:
-                self._undefer(self._pending, hold=True)
+            if self.deferral is not None:
+                self.deferral.end_drain(self._pending)
             if self.pairing is not None and self.pairing.briefs is not None:
                 self.pairing.drain(self._pending)
         out, self._pending = self._pending, []
@@ -500,7 +391,8 @@ class Tracker:
             log.warning("ring buffer full: %d events lost so far; rescanning", self.stats.lost_events)
             changes += self.drain()
             changes += self.rescan(heal=True)
-        elif time.monotonic() >= self._next_rescan or self._deferred_count >= DEFER_MAX:  # (young: YOUNG_MAX)
+        elif time.monotonic() >= self._next_rescan or (
+                self.deferral is not None and self.deferral.count >= DEFER_MAX):  # (young: YOUNG_MAX)
             changes += self.rescan()
         return changes
 
@@ -557,13 +449,8 @@ class Tracker:
         else:
             types = set()
         settled: list[Change] = []
-        if self._deferred:
-            if s.complete and self._defer == "scan":
-                settled, brief = self.replica.settle(self._take_deferred(), {r.ns_id for r in s.namespaces},
-                                                     s.start_ns)
-                self.stats.brief += brief
-            else:
-                self._undefer(settled)
+        if self.deferral is not None and self.deferral.spans:
+            self.stats.brief += self.deferral.on_rescan(s, settled)
         last = self._reconciled
         if (last is not None and last[0] is s.namespaces and last[1] == types
                 and last[2] == self.replica.version and not self.replica.deferred):

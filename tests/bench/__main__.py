@@ -149,7 +149,7 @@ def measure(kind: str, mode: str | None = None, config: str = "serve") -> dict[s
         "workload_cpu_ratio_interval_90": [round(cpu_lo, 4), round(cpu_hi, 4)],
         "events": events,
         "lost_events": lost,
-        # creations counted with their free, never entered as alive (serve, event modes: Tracker._undefer)
+        # creations counted with their free, never entered as alive (serve, event modes: deferral.ByDrain)
         "creations_paired": paired,
         "nstrack_cpu_seconds_per_1000_events": round(statistics.median(cpu_per_1000), 4) if cpu_per_1000 else None,
         # the same for the polling thread and the final catch-up alone: without the benchmark's process

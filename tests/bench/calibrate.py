@@ -43,7 +43,7 @@ def pipeline_us_per_event() -> float:
     """CPU time per event of Tracker.drain() on synthetic churn, frees one drain after their creations."""
     from unittest import mock
 
-    from nstrack.kernel import tracker as tracker_mod
+    from nstrack.kernel import deferral as deferral_mod
     from tests.unit.test_settle import HEADER, NET, UTS, destroyed_raw, event_tracker, raw
 
     clock = [0]
@@ -63,7 +63,7 @@ def pipeline_us_per_event() -> float:
             del pending[:PER_DRAIN]
         return recs
 
-    with mock.patch.object(tracker_mod, "boot_ns", lambda: clock[0]):
+    with mock.patch.object(deferral_mod, "boot_ns", lambda: clock[0]):
         t, ring = event_tracker()
         cpu = _drains_cpu(t, ring, records)
         c0 = time.process_time()

@@ -252,18 +252,19 @@ def event_tracker(generic: bool = True) -> tuple[object, FakeRing]:
     ring = FakeRing()
     t._events = ring  # type: ignore[assignment]
     t._choose_defer(has_lists=True)  # as start() does once the programs are attached
-    assert t._defer == "events"
+    assert t.deferral is not None and t.deferral.kind == "events"
     return t, ring
 
 
 def test_creations_are_held_for_their_free(monkeypatch: pytest.MonkeyPatch) -> None:
     """A creation whose free comes drains later (net and ipc namespaces are freed from work queues) is
     paired then, never entered as alive; one still unpaired HOLD_SECONDS after it happened is applied."""
+    from nstrack.kernel import deferral as deferral_mod
     from nstrack.kernel import tracker as tracker_mod
 
     hold = int(tracker_mod.HOLD_SECONDS * 1e9)
     now = [0]
-    monkeypatch.setattr(tracker_mod, "boot_ns", lambda: now[0])
+    monkeypatch.setattr(deferral_mod, "boot_ns", lambda: now[0])
     t, ring = event_tracker()
     before = dict(t.replica.counters.created)
     now[0] = 10
@@ -293,11 +294,12 @@ def test_creations_are_held_for_their_free(monkeypatch: pytest.MonkeyPatch) -> N
 def test_held_creations_keep_the_order_of_events(monkeypatch: pytest.MonkeyPatch) -> None:
     """Events about a held namespace bring it back ahead of them: an inode number reused (no ns_ids,
     as before 6.18) keeps two namespaces apart, and a free without its creation is applied as one."""
-    from nstrack.kernel import tracker as tracker_mod
+    from nstrack.kernel import deferral as deferral_mod
 
-    monkeypatch.setattr(tracker_mod, "boot_ns", lambda: 100)
+
+    monkeypatch.setattr(deferral_mod, "boot_ns", lambda: 100)
     t, ring = event_tracker(generic=False)
-    assert ("destroy_proc_free_inum", None) in t.plan.attach and t._inum_frees
+    assert ("destroy_proc_free_inum", None) in t.plan.attach and t.inum_frees
     ring.spans = [HEADER + raw(1, 0, NET, 9010)]
     assert t.drain() == [] and t.deferred == 1
     # the inode number is reused: its first namespace's free was not seen (e.g. lost)
@@ -423,10 +425,11 @@ def brief_raw(created: bytes, end: int, counted: int = 0) -> bytes:
 
 
 def pairing_tracker(monkeypatch: pytest.MonkeyPatch, now: list[int]) -> tuple[object, FakeRing, FakeRing, FakeYoung]:
+    from nstrack.kernel import deferral as deferral_mod
     from nstrack.kernel import pairing as pairing_mod
-    from nstrack.kernel import tracker as tracker_mod
 
-    monkeypatch.setattr(tracker_mod, "boot_ns", lambda: now[0])
+
+    monkeypatch.setattr(deferral_mod, "boot_ns", lambda: now[0])
     monkeypatch.setattr(pairing_mod, "boot_ns", lambda: now[0])
     t, ring = event_tracker()
     assert t.pairing is not None  # serve in an event mode pairs in BPF
@@ -627,7 +630,7 @@ def test_spans_of_idle_inode_number_frees_are_counted_and_dropped() -> None:
     frees, of inode numbers no live namespace has and no waiting creation, is counted and dropped at
     once; one with a live namespace's, or a waiting creation's, is applied as before."""
     t, ring = event_tracker(generic=False)
-    assert t._inum_frees
+    assert t.inum_frees
     t.replica.reconcile([NSRecord("net", 7100, None, 0, 0, None)], 0, startup=True)
     ring.spans = [HEADER + destroyed_raw(5, 0, 0, 9001) + HEADER + destroyed_raw(6, 0, 0, 9002)]
     assert t.drain() == [] and t.stats.other_inum_frees == 2 and t.deferred == 0
