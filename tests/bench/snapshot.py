@@ -126,6 +126,22 @@ def measure_level(procs: int, fd_held: int, tools: dict[str, list[str]]) -> dict
     return result
 
 
+def baseline_command(checkout: str) -> list[str]:
+    """A command that runs another checkout's nstrack as the installed one runs this one's (the same
+    interpreter and start-up: a console script whose first path entry is that checkout)."""
+    script = os.path.join(tempfile.gettempdir(), f"nstrack-baseline-{os.getpid()}")
+    with open(script, "w") as f:
+        f.write(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {checkout!r})\n"
+                "from nstrack.cli import main\nsys.exit(main())\n")
+    os.chmod(script, 0o755)
+    return [script]
+
+
+def _commit(checkout: str) -> str:
+    p = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return p.stdout.strip() or "?"
+
+
 def main() -> dict[str, Any]:
     # the installed command, as users run it (python -m adds runpy's ~4 ms)
     script = os.path.join(os.path.dirname(sys.executable), "nstrack")
@@ -137,6 +153,13 @@ def main() -> dict[str, Any]:
         "lsns-system": [*system_lsns(), "--json", "-o", "NS,TYPE,NPROCS,PID,USER,COMMAND"],
     }
     notes = []
+    baseline = os.environ.get("NSTRACK_BENCH_BASELINE")  # another checkout (built): the same runs of its code
+    if baseline:
+        tools["nstrack-baseline"] = [*baseline_command(baseline), "ls", "--json", "-o", "NS,TYPE,NPROCS,PID,USER,COMMAND"]
+        # this build pins elsewhere: each build removes the other builds' pins under its root
+        os.environ.setdefault("NSTRACK_PIN_ROOT", "/sys/fs/bpf/nstrack-bench")
+        notes.append(f"nstrack-baseline: {baseline} (commit {_commit(baseline)}); this build pins in "
+                     f"{os.environ['NSTRACK_PIN_ROOT']}")
     try:
         cmd, version = newest_lsns()
         tools["lsns-sid"] = [*cmd, "--json", "-o", "NS,TYPE,NPROCS,PID,USER,COMMAND"]
@@ -147,7 +170,8 @@ def main() -> dict[str, Any]:
     notes.append(f"lsns-system: {v}")
     from nstrack.kernel.scanner import PIN_ROOT
 
-    pinned_before = os.path.exists(PIN_ROOT)
+    roots = list(dict.fromkeys([os.environ.get("NSTRACK_PIN_ROOT") or PIN_ROOT, PIN_ROOT, "/sys/fs/bpf/nstrack"]))
+    pinned_before = {root: os.path.exists(root) for root in roots}
     levels = []
     for procs, fd_held in LEVELS:
         print(f"snapshot bench: {procs} processes + {fd_held} fd-held namespaces ...", flush=True)
@@ -157,11 +181,14 @@ def main() -> dict[str, Any]:
                          for k, t in lv["tools"].items())
         print(f"  {lv['namespaces']} namespaces, {lv['tasks']} tasks: {line}; "
               f"scan in process {lv['scan_in_process_median_s'] * 1000:.1f} ms", flush=True)
-    if not pinned_before:  # leave the host as found
-        from nstrack.kernel.scanner import _unpin
+    from nstrack.kernel.scanner import _unpin
 
-        for name in os.listdir(PIN_ROOT):
-            _unpin(f"{PIN_ROOT}/{name}")
-        os.rmdir(PIN_ROOT)
+    for root, before in pinned_before.items():  # leave the host as found
+        if not before and os.path.isdir(root):
+            for name in os.listdir(root):
+                _unpin(f"{root}/{name}")
+            os.rmdir(root)
+    if baseline:
+        os.unlink(tools["nstrack-baseline"][0])
     return {"rounds": ROUNDS, "notes": notes, "levels": levels,
             "targets": {"speedup_at_6k": 5, "speedup_at_20k": 20}}
