@@ -57,6 +57,7 @@ def _get(url: str, ctx: ssl.SSLContext | None, auth: tuple[str, str] | None = No
         return int(e.code)
 
 
+@pytest.mark.host_only
 def test_tls_and_basic_auth() -> None:
     import bcrypt
 
@@ -102,6 +103,7 @@ def test_tls_and_basic_auth() -> None:
             stop_child(proc)
 
 
+@pytest.mark.host_only
 def test_invalid_web_config_exits_2_naming_the_field() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         web = Path(tmp) / "web.yml"
@@ -112,6 +114,7 @@ def test_invalid_web_config_exits_2_naming_the_field() -> None:
         assert "basic_auth_users: Value error, password of 'prom' is not a bcrypt hash" in r.stderr
 
 
+@pytest.mark.host_only
 def test_wheel_installs_into_a_clean_venv_and_doctor_runs() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -143,6 +146,7 @@ def test_wheel_installs_into_a_clean_venv_and_doctor_runs() -> None:
         assert '"mode"' in r.stdout
 
 
+@pytest.mark.host_only
 def test_systemd_unit_verifies() -> None:
     sa = shutil.which("systemd-analyze")
     assert sa, "systemd-analyze is installed by `make setup` (Debian's systemd package)"
