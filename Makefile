@@ -28,7 +28,13 @@ help:
 	@echo "make vmtest - only the kernel matrix (QEMU)"
 	@echo "make bench-vm - the lifecycle benchmark in each kernel of the matrix (fentry, kprobe)"
 
-setup: deps venv bpf
+setup: deps venv bpf build/nshelper
+
+# The tests' namespace maker (tests/privileged/nshelper.c): a C program, since the kernel matrix's guests
+# pay about half a second of emulated CPU for each Python start
+build/nshelper: tests/privileged/nshelper.c | deps
+	@mkdir -p build
+	clang -O2 -Wall -Werror -o $@ $<
 
 # Installs only what is missing; apt-get update only when something is.
 deps:

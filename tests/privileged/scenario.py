@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,8 @@ from typing import Any
 from nstrack.kernel.tracker import Tracker
 from nstrack.model.replica import Change
 
-HELPER = str(Path(__file__).with_name("nshelper.py"))
+HELPER_SOURCE = Path(__file__).with_name("nshelper.c")
+HELPER_BUILT = Path(__file__).resolve().parents[2] / "build" / "nshelper"  # by `make setup`
 NS_FILE_UNSHARE = {"pid": "pid_for_children", "time": "time_for_children"}
 
 # Kernels free net and user namespaces from workqueues and pid namespaces after RCU: allow for that
@@ -59,11 +59,38 @@ class Made:
         stop_child(self.proc, close_stdin=True, timeout=10)
 
 
+_helper: list[str] = []
+
+
+def helper() -> str:
+    """The nshelper binary: `make setup`'s, or built here (into a temporary folder: the VM guests see the
+    project read-only) when that one is missing or older than its source."""
+    if _helper:
+        return _helper[0]
+    own = Path(tempfile.gettempdir()) / f"nstrack-nshelper-{os.getuid()}"
+    source_time = HELPER_SOURCE.stat().st_mtime
+    for path in (HELPER_BUILT, own):
+        if path.is_file() and path.stat().st_mtime >= source_time:
+            _helper.append(str(path))
+            return str(path)
+    errors = []
+    for cc in ("cc", "clang", "gcc"):
+        try:
+            r = subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(own), str(HELPER_SOURCE)],
+                               capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            errors.append(f"{cc}: not installed")
+            continue
+        if r.returncode == 0:
+            _helper.append(str(own))
+            return str(own)
+        errors.append(f"{cc}: {r.stderr.strip()[-300:]}")
+    raise RuntimeError(f"cannot build {HELPER_SOURCE} (`make setup` builds it): " + "; ".join(errors))
+
+
 @contextmanager
 def make_namespace(how: str, type_: str) -> Iterator[Made]:
-    proc = subprocess.Popen(
-        [sys.executable, HELPER, how, type_], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([helper(), how, type_], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         parent = proc.pid
