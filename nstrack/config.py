@@ -2,7 +2,7 @@
 
 Precedence: flags > environment > file > defaults. An invalid value is reported with the field's name::
 
-    nstrack serve: invalid configuration: rescan_seconds: Input should be greater than 0 (from NSTRACK_RESCAN_SECONDS)
+    nstrack serve: invalid configuration: rescan_seconds: Input should be greater than or equal to 0.1 (from NSTRACK_RESCAN_SECONDS)
 """
 
 from __future__ import annotations
@@ -26,15 +26,23 @@ class Config(BaseModel):
 
     listen: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="ADDR:PORT to serve on")
     mode: str | None = Field(None, description="force a tracking mode (default: best available)")
-    rescan_seconds: float | None = Field(None, gt=0, description="rescan interval (free latency bound in "
+    # Every number has bounds (and no infinity or NaN): a rescan every nanosecond is a busy loop, one never
+    # keeps /healthz green while nothing is checked.
+    rescan_seconds: float | None = Field(None, ge=0.1, le=3600, allow_inf_nan=False,
+                                         description="rescan interval, 0.1-3600 (free latency bound in "
                                          "tracepoint mode; default 2 there, 60 in the event modes)")
-    holders_seconds: float = Field(30.0, gt=0, description="how often holders (fds, mounts, sockets) are rescanned "
-                                   "in the background (/namespaces and /namespaces/{id} refresh them when older than 1 s)")
-    ringbuf_bytes: int = Field(1 << 20, ge=4096, description="event ring buffer size (a power of 2)")
-    tombstone_seconds: float = Field(300.0, ge=0, description="how long destroyed namespaces stay queryable")
+    holders_seconds: float = Field(30.0, ge=0.5, le=3600, allow_inf_nan=False,
+                                   description="how often holders (fds, mounts, sockets) are rescanned in the "
+                                   "background, 0.5-3600 (/namespaces and /namespaces/{id} refresh them when older "
+                                   "than 1 s)")
+    ringbuf_bytes: int = Field(1 << 20, ge=4096, le=1 << 30, description="event ring buffer size (a power of 2, "
+                               "4 KiB to 1 GiB)")
+    tombstone_seconds: float = Field(300.0, ge=0, le=7 * 86400, allow_inf_nan=False,
+                                     description="how long destroyed namespaces stay queryable, up to a week")
     per_namespace_metrics: bool = Field(False, description="export one series per namespace (capped)")
-    per_namespace_limit: int = Field(1000, ge=1, description="cap on per-namespace series")
-    request_timeout: float = Field(10.0, gt=0, description="seconds a client may take to send a request")
+    per_namespace_limit: int = Field(1000, ge=1, le=100_000, description="cap on per-namespace series, 1-100000")
+    request_timeout: float = Field(10.0, ge=0.1, le=600, allow_inf_nan=False,
+                                   description="seconds a client may take to send a request, 0.1-600")
     web_config_file: str | None = Field(None, description="Prometheus-style web config: TLS cert/key and "
                                         "bcrypt basic-auth users for every endpoint")
     keep_caps: bool = Field(False, description="keep every capability after attaching (default: drop all but "
@@ -75,9 +83,11 @@ def read_yaml_mapping(path: str, what: str = "config file") -> dict[str, Any]:
     import yaml
 
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):
