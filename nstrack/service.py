@@ -173,19 +173,29 @@ class Service:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.tracker.wait(2.0)  # blocks without the lock (scrapes never wait); wakes for events and rescans
-                with self.lock:
-                    self._observe(self.tracker.poll(0))
-                    if time.monotonic() >= self._next_holders:
-                        self._scan_holders()
-                    self.tracker.replica.expire(boot_ns())
-                    self.last_poll = time.monotonic()
-            except Exception as exc:
-                log.exception("tracker failed")
-                with self.lock:
-                    self.error = f"{type(exc).__name__}: {exc}"
+            if not self._step():
                 self._stop.wait(1.0)
+
+    def _step(self) -> bool:
+        """One poll of the tracker (and the holder scan when due). A failure is reported by health until
+        a later step succeeds: a passing fault (EMFILE while clients hold every fd) heals by itself."""
+        try:
+            self.tracker.wait(2.0)  # blocks without the lock (scrapes never wait); wakes for events and rescans
+            with self.lock:
+                self._observe(self.tracker.poll(0))
+                if time.monotonic() >= self._next_holders:
+                    self._scan_holders()
+                self.tracker.replica.expire(boot_ns())
+                self.last_poll = time.monotonic()
+                if self.error is not None:
+                    log.info("tracking recovered after: %s", self.error)
+                    self.error = None
+            return True
+        except Exception as exc:
+            log.exception("tracker failed")
+            with self.lock:
+                self.error = f"{type(exc).__name__}: {exc}"
+            return False
 
     def health(self) -> tuple[bool, str]:
         with self.lock:
