@@ -908,6 +908,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if missing else 0
     if os.geteuid() != 0:
         raise VmTestError("run as root: QEMU's 9p passthrough export and apt-get need it")
+    if PROJECT_ROOT.parts[1:2] in (("tmp",), ("run",)) and not args.fetch_only:
+        raise VmTestError(f"the project is under {PROJECT_ROOT.parts[1]}/ ({PROJECT_ROOT}), where each guest mounts a "
+                          "fresh tmpfs over the host's files: check it out elsewhere")
     with Timer() as total:
         with Timer() as t:
             ensure_deps(install=not args.no_install)
