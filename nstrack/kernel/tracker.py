@@ -39,7 +39,7 @@ from .bpfsys import parse_ring_rows
 from .deferral import ByDrain, Deferral, UntilScan
 from .libbpf import BPFObject, RingBuffer
 from .objects import bpf_object
-from .pairing import HOLD_SECONDS, YOUNG_MAX, BPFPairing  # noqa: F401  (HOLD_SECONDS: callers' bound)
+from .pairing import YOUNG_MAX, BPFPairing
 from .probe import Findings
 from .scanner import Scan, Scanner, procfs_scan
 
@@ -167,12 +167,12 @@ class Tracker:
           (Replica.settle). The replica's view of creations then lags by at most ``rescan_seconds``, as
           its view of frees does in this mode.
         - In the event modes BPF holds each creation (map ``young``) until its free, counts the two (per
-          type, lifetime and creator: ``_take_brief_counts``) and reports them as one ``brief_rb`` record,
+          type, lifetime and creator: ``BPFPairing.take_counts``) and reports them as one ``brief_rb`` record,
           kept as a tombstone (Replica.settle_brief); creations still held ``HOLD_SECONDS`` after they
-          happened are taken back and applied (``_sweep``). Events that reach the ring anyway (``young``
+          happened are taken back and applied (``BPFPairing.sweep``). Events that reach the ring anyway (``young``
           full) are applied per drain (``PAIR_DRAIN_SECONDS``), a creation and its free within
           ``HOLD_SECONDS`` only counted (pair_events, Replica.settle_pairs). Creations reach the replica
-          at most ``HOLD_SECONDS`` plus a slot, a sweep's gap and a drain late (``_sweep``).
+          at most ``HOLD_SECONDS`` plus a slot, a sweep's gap and a drain late (``BPFPairing.sweep``).
         Events are counted as they arrive. ``watch`` applies each event at once and does not defer."""
         self.findings = findings
         self.plan = plan_for(findings)

@@ -10,6 +10,7 @@ from bisect import bisect_left
 import pytest
 
 from nstrack.kernel.bpfsys import uniform_stride
+from nstrack.kernel.pairing import HOLD_SECONDS
 from nstrack.model.records import EVENT, EventBatch, NSRecord, decode_event
 from nstrack.model.replica import Replica
 from nstrack.service import LIFETIME_BUCKETS, Lifetimes
@@ -260,9 +261,8 @@ def test_creations_are_held_for_their_free(monkeypatch: pytest.MonkeyPatch) -> N
     """A creation whose free comes drains later (net and ipc namespaces are freed from work queues) is
     paired then, never entered as alive; one still unpaired HOLD_SECONDS after it happened is applied."""
     from nstrack.kernel import deferral as deferral_mod
-    from nstrack.kernel import tracker as tracker_mod
 
-    hold = int(tracker_mod.HOLD_SECONDS * 1e9)
+    hold = int(HOLD_SECONDS * 1e9)
     now = [0]
     monkeypatch.setattr(deferral_mod, "boot_ns", lambda: now[0])
     t, ring = event_tracker()
@@ -530,9 +530,8 @@ def test_creations_held_in_bpf_are_taken_back_when_due(monkeypatch: pytest.Monke
     """A creation BPF still holds HOLD_SECONDS after it happened is deleted from ``young`` and applied;
     younger ones stay; one that BPF pairs with its free before the delete is left to BPF; catch_up
     takes all."""
-    from nstrack.kernel import tracker as tracker_mod
 
-    hold = int(tracker_mod.HOLD_SECONDS * 1e9)
+    hold = int(HOLD_SECONDS * 1e9)
     now = [5 * hold]
     t, _ring, _briefs, young = pairing_tracker(monkeypatch, now)
     young.hold(raw(3 * hold, 0, NET, 8002))  # due (older than HOLD_SECONDS)
@@ -555,9 +554,8 @@ def test_young_is_listed_only_once_something_can_be_due(monkeypatch: pytest.Monk
     last listing left is due later, and SWEEP_GAP_SECONDS have passed since it; creations BPF paired are
     never listed. What a listing finds due is taken back; catch_up takes all at once."""
     from nstrack.kernel import pairing as pairing_mod
-    from nstrack.kernel import tracker as tracker_mod
 
-    hold = int(tracker_mod.HOLD_SECONDS * 1e9)
+    hold = int(HOLD_SECONDS * 1e9)
     gap = int(pairing_mod.SWEEP_GAP_SECONDS * 1e9)
     step = hold // 20
     now = [10 * hold]
